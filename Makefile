@@ -43,7 +43,7 @@ demo: $(STAMP)  ## synth -> manifests -> extract -> pool -> train (visual and ze
 	  $(BIN)/vdial-train predict --run $(DEMO)/$$r --split test && \
 	  $(BIN)/vdial eval avsd --predictions $(DEMO)/$$r/predictions_test.json \
 	      --references $(SYNTH)/avsd/test_multiref.json \
-	      --question-types $(SYNTH)/avsd/test_qtypes.json --out $(DEMO)/$$r/metrics.json \
+	      --question-types $(SYNTH)/avsd/question_types.json --out $(DEMO)/$$r/metrics.json \
 	  || exit 1; done
 	$(BIN)/vdial eval compare $(DEMO)/visual $(DEMO)/zeroed --out $(DEMO)/report.md
 

@@ -1,0 +1,41 @@
+"""The feature cache: a Zarr feature store per dataset, crash-safe writers, and derived views.
+
+Names are imported lazily so that `vdial.cache.cli` (and so `vdial --help`) loads no Zarr,
+NumPy or torch until a command actually runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Feature": "vdial.cache.feature",
+    "FeatureReader": "vdial.cache.reader",
+    "FeatureStore": "vdial.cache.store",
+    "FeatureWriter": "vdial.cache.writer",
+    "pool_spatial": "vdial.cache.views",
+    "pool_tokens": "vdial.cache.views",
+}
+
+__all__ = [
+    "Feature",
+    "FeatureReader",
+    "FeatureStore",
+    "FeatureWriter",
+    "pool_spatial",
+    "pool_tokens",
+]
+
+if TYPE_CHECKING:
+    from vdial.cache.feature import Feature
+    from vdial.cache.reader import FeatureReader
+    from vdial.cache.store import FeatureStore
+    from vdial.cache.views import pool_spatial, pool_tokens
+    from vdial.cache.writer import FeatureWriter
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

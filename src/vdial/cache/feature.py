@@ -1,0 +1,188 @@
+"""One cached feature: its attributes, its merged segment index, and reads of single items.
+
+Constructing a `Feature` reads metadata only (the feature group's attributes and each segment's
+committed index); `feature[id]` then reads just the rows of that item from its segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import zarr
+
+from vdial.cache.index import SEGMENT_KEY, SEGMENTS, MergedIndex, SegmentIndex
+from vdial.cache.writer import FeatureWriter
+
+
+class Feature:
+    """A feature sub-group of a `FeatureStore`: ragged items keyed by id."""
+
+    def __init__(self, group: zarr.Group, name: str, *, read_only: bool) -> None:
+        self._group = group
+        self.name = name
+        self.read_only = read_only
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._index = MergedIndex()
+        self._uncommitted: list[str] = []
+        self.refresh()
+
+    def __repr__(self) -> str:
+        return f"Feature({self.name!r}, items={len(self)}, item_shape={self.item_shape})"
+
+    # -- attributes -------------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self._group.attrs.asdict()
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dict(self.attrs["spec"])
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.attrs["item_shape"])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.attrs["dtype"])
+
+    @property
+    def extras(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        return {
+            name: (tuple(e["shape"]), np.dtype(e["dtype"]))
+            for name, e in self.attrs["extras"].items()
+        }
+
+    @property
+    def lineage(self) -> dict[str, Any] | None:
+        return self.attrs["lineage"]
+
+    # -- index ------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the segment indexes, picking up segments other writers committed since."""
+        committed, uncommitted = [], []
+        for seg_name, seg in self._segment_groups():
+            index = seg.attrs.get(SEGMENT_KEY)
+            if index is None:
+                uncommitted.append(seg_name)
+            else:
+                committed.append(SegmentIndex.from_attrs(seg_name, index))
+        self._index = MergedIndex.build(committed)
+        self._uncommitted = sorted(uncommitted)
+
+    def _segment_groups(self) -> Iterator[tuple[str, zarr.Group]]:
+        try:
+            segments = self._group[SEGMENTS]
+        except KeyError:  # a feature nobody has written to yet
+            return iter(())
+        return iter(segments.groups())
+
+    def _register(self, segment: SegmentIndex) -> None:
+        """Make a segment this process just committed visible without re-listing."""
+        if self._index.segments and segment.order <= self._index.segments[-1].order:
+            self._index = MergedIndex.build([*self._index.segments, segment])
+        else:
+            self._index.apply(segment)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._index.entries)
+
+    def __len__(self) -> int:
+        return len(self._index.entries)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._index.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._index.entries))
+
+    @property
+    def failures(self) -> dict[str, dict[str, str]]:
+        """Failed ids (with stage and message) that no committed segment holds."""
+        return {k: dict(v) for k, v in self._index.failures.items()}
+
+    @property
+    def superseded(self) -> int:
+        """Item copies hidden because a later segment wrote the same id again."""
+        return self._index.superseded
+
+    @property
+    def segments(self) -> list[str]:
+        """Committed segment names, in commit order."""
+        return [s.name for s in self._index.segments]
+
+    @property
+    def uncommitted_segments(self) -> list[str]:
+        """Segment groups without an index: being written now, or left by a crashed writer."""
+        return list(self._uncommitted)
+
+    def location(self, item_id: str) -> tuple[str, int, int]:
+        """(segment, first row, rows) of an item."""
+        try:
+            return self._index.entries[item_id]
+        except KeyError:
+            failure = self._index.failures.get(item_id)
+            why = f" (failed at {failure['stage']}: {failure['message']})" if failure else ""
+            raise KeyError(f"id {item_id!r} is not in feature {self.name!r}{why}") from None
+
+    def missing(self, ids: Iterable[str]) -> list[str]:
+        """The ids, in the given order, that have no complete item."""
+        return [i for i in ids if i not in self._index.entries]
+
+    def fingerprint(self) -> str:
+        """sha256 over the attributes and the sorted (id, segment, offset, length) index."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.attrs, sort_keys=True).encode())
+        for item_id in sorted(self._index.entries):
+            digest.update(json.dumps([item_id, *self._index.entries[item_id]]).encode() + b"\n")
+        return digest.hexdigest()
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _array(self, segment: str, array: str) -> zarr.Array:
+        key = (segment, array)
+        if key not in self._arrays:
+            self._arrays[key] = self._group[f"{SEGMENTS}/{segment}/{array}"]
+        return self._arrays[key]
+
+    def __getitem__(self, item_id: str) -> np.ndarray:
+        """The item's rows, shape (rows, *item_shape), in the feature's dtype."""
+        segment, offset, length = self.location(item_id)
+        return self._array(segment, "data")[offset : offset + length]
+
+    def item(self, item_id: str) -> dict[str, np.ndarray]:
+        """{"data": rows, **extras} of one item."""
+        segment, offset, length = self.location(item_id)
+        names = ["data", *self.attrs["extras"]]
+        return {n: self._array(segment, n)[offset : offset + length] for n in names}
+
+    def read_many(self, ids: Iterable[str]) -> list[np.ndarray]:
+        return [self[i] for i in ids]
+
+    def nbytes_stored(self) -> int:
+        """Bytes of this feature's segments on disk (not counting nested features)."""
+        total = 0
+        for _, seg in self._segment_groups():
+            total += sum(array.nbytes_stored() for _, array in seg.arrays())
+        return total
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def writer(self, *, segment_items: int = 64) -> FeatureWriter:
+        """A buffered writer that commits a segment every `segment_items` items (or failures)."""
+        if self.read_only:
+            raise PermissionError(f"feature {self.name!r} was opened read-only (mode 'r')")
+        return FeatureWriter(self, segment_items=segment_items)
+
+    def _create_segment(self, name: str) -> zarr.Group:
+        return self._group.create_group(f"{SEGMENTS}/{name}")
+
+    def _update_attrs(self, attrs: dict[str, Any]) -> None:
+        self._group.update_attributes(attrs)

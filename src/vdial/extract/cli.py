@@ -1,0 +1,100 @@
+"""`vdial extract` and `vdial encoders`: thin wrappers over the runner and the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _weights_map(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"expected FAMILY=PATH, got {item!r}", param_hint="--weights")
+        out[name] = path
+    return out
+
+
+def extract(
+    dataset: str = typer.Option(
+        None, "--dataset", "-d", help="Dataset name: reads manifests/NAME, writes cache/NAME."
+    ),
+    manifest: Path = typer.Option(None, help="Manifest directory (overrides --dataset's)."),
+    store: Path = typer.Option(None, help="Feature store directory (overrides --dataset's)."),
+    encoder: list[str] = typer.Option(
+        ..., "--encoder", "-e", help="Encoder FAMILY[:SIZE], repeatable (see `vdial encoders`)."
+    ),
+    weights: list[str] = typer.Option(
+        [], help="FAMILY=PATH to a local checkpoint, repeatable (default: $VDIAL_WEIGHTS)."
+    ),
+    random_init: bool = typer.Option(
+        False, "--random-init", help="Seeded random weights instead of a checkpoint (recorded)."
+    ),
+    seed: int = typer.Option(0, help="Seed for --random-init."),
+    frames: int = typer.Option(None, help="Frames per video (default: each encoder's own)."),
+    backend: str = typer.Option("pyav", help="Decoder backend: pyav or decord."),
+    batch_frames: int = typer.Option(64, help="Frames per forward pass."),
+    device: str = typer.Option("cpu", help="Torch device for the encoders, e.g. cuda:0."),
+    split: str = typer.Option(None, help="Only media of this split."),
+    limit: int = typer.Option(None, help="At most this many media items."),
+    retry_failed: bool = typer.Option(False, help="Retry items that failed in an earlier run."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Run frozen encoders over a dataset's media into its feature store (resumable)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vdial.extract.runner import ExtractConfig, run_extraction
+    from vdial.manifests import Manifest
+
+    if manifest is None or store is None:
+        if dataset is None:
+            raise typer.BadParameter("give --dataset, or both --manifest and --store")
+        manifest = manifest or Path("manifests") / dataset
+        store = store or Path("cache") / dataset
+    config = ExtractConfig(
+        encoders=tuple(encoder),
+        weights=_weights_map(weights),
+        random_init=random_init,
+        seed=seed,
+        frames=frames,
+        backend=backend,
+        batch_frames=batch_frames,
+        device=device,
+        split=split,
+        limit=limit,
+        retry_failed=retry_failed,
+    )
+    summary = run_extraction(Manifest.read(manifest), store, config, progress=progress)
+    console = Console()
+    table = Table(title=f"extraction into {store}")
+    for column in ("feature", "written", "already there", "failed now"):
+        table.add_column(column, justify="right" if column != "feature" else "left")
+    for name in summary.done:
+        table.add_row(
+            name, str(summary.done[name]), str(summary.skipped[name]), str(len(summary.failed))
+        )
+    console.print(table)
+    for item_id, reason in sorted(summary.failed.items()):
+        console.print(f"[red]failed[/red] {item_id}: {reason}")
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
+    console.print(f"time per stage: {timing}")
+
+
+def encoders() -> None:
+    """List the registered encoders, their sizes and where their checkpoints come from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vdial.extract.encoders import ENCODERS
+
+    table = Table(title="encoders (use --encoder FAMILY[:SIZE])")
+    for column in ("family", "sizes (default first)", "what"):
+        table.add_column(column)
+    for name in ENCODERS:
+        family = ENCODERS.get(name)
+        sizes = [family.default_size] + [s for s in family.sizes if s != family.default_size]
+        table.add_row(name, ", ".join(sizes), family.summary)
+    Console().print(table)

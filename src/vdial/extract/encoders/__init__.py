@@ -1,0 +1,65 @@
+"""The encoder registry: one file per family, one registration line each.
+
+An encoder is named `family[:size]` on the command line (`dinov2`, `dinov2:tiny`); the size
+defaults to the one the papers used. `build_encoder` is the only entry point the runner and the
+tests use, so a new family is picked up everywhere once it is registered here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vdial.extract.encoders import dinov2
+from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError
+from vdial.registry import Registry
+
+__all__ = ["ENCODERS", "Encoder", "EncoderSpec", "WeightsError", "build_encoder", "parse_ref"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderFamily:
+    """A registered family: its builder, sizes and the size the papers used."""
+
+    build: Callable[..., Encoder]  # build(size, *, weights, random_init, seed, frames)
+    sizes: tuple[str, ...]  # registered sizes
+    default_size: str  # the size of the papers' checkpoint
+    summary: str  # one line for `vdial encoders`
+
+
+ENCODERS: Registry[EncoderFamily] = Registry("encoder")
+ENCODERS.register("dinov2")(
+    EncoderFamily(
+        build=dinov2.build_dinov2,
+        sizes=tuple(dinov2.SIZES),
+        default_size="large",
+        summary="DINOv2 ViT/14 + 4 registers (timm), penultimate block patch tokens (MERV)",
+    )
+)
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'dinov2:tiny' -> ('dinov2', 'tiny'); 'dinov2' -> ('dinov2', <default size>)."""
+    name, _, size = ref.partition(":")
+    family = ENCODERS.get(name)
+    size = size or family.default_size
+    if size not in family.sizes:
+        raise KeyError(f"unknown size {size!r} for encoder {name!r}; known: {list(family.sizes)}")
+    return name, size
+
+
+def build_encoder(
+    ref: str,
+    *,
+    weights: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    frames: int | None = None,
+) -> Encoder:
+    """Build a frozen encoder from `family[:size]` with a local checkpoint or seeded random init."""
+    name, size = parse_ref(ref)
+    kwargs = {"weights": weights, "random_init": random_init, "seed": seed}
+    if frames is not None:
+        kwargs["frames"] = frames
+    return ENCODERS.get(name).build(size, **kwargs)

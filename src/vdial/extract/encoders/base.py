@@ -1,0 +1,113 @@
+"""What every frozen encoder declares (`EncoderSpec`) and does (`Encoder`).
+
+An encoder family registers one builder per size. The spec is everything a reader of the store
+needs to know how the features were made (architecture, weights, input size and
+normalisation, frames and sampling, tapped layer, token grid, dim); it is saved verbatim in
+the feature's attributes, together with the weights digest (or `random:<seed>`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderSpec:
+    """How an encoder turns frames into tokens; stored with every feature it writes."""
+
+    name: str  # registry family, e.g. "dinov2"; also the default feature name
+    size: str  # registry size within the family, e.g. "large" (paper) or "tiny" (tests)
+    architecture: str  # library architecture id, e.g. timm "vit_large_patch14_reg4_dinov2"
+    weights_source: str  # where the papers' checkpoint comes from and the file expected
+    input_size: int  # square side in pixels after resize + centre crop
+    mean: tuple[float, ...]  # per-channel normalisation mean (RGB, 0..1 scale)
+    std: tuple[float, ...]  # per-channel normalisation std
+    interpolation: str  # resize filter: "bicubic" or "bilinear"
+    frames: int  # frames sampled per video
+    sampling: str  # how frames are chosen, e.g. "uniform-segment-middle"
+    layer: str  # tapped output, e.g. "block 22 of 24 (penultimate), no final norm"
+    keep_prefix_tokens: bool  # whether CLS/register tokens are kept in the output
+    grid: tuple[int, int]  # spatial token grid (H', W') per frame
+    dim: int  # feature dimension per token
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to_attrs(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+class WeightsError(FileNotFoundError):
+    """A checkpoint is missing or does not match the architecture."""
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a weights file, streamed (checkpoints are GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+class Encoder(abc.ABC):
+    """A frozen encoder: `preprocess` frames, `encode` batches into per-frame tokens."""
+
+    def __init__(self, spec: EncoderSpec, model: torch.nn.Module, weights: str) -> None:
+        self.spec = spec
+        self.model = model.eval().requires_grad_(False)
+        self.weights = weights  # "sha256:<hex>" of the checkpoint, or "random:<seed>"
+
+    def to(self, device: str | torch.device) -> Encoder:
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> float [T, 3, S, S]: resize short side, centre crop, normalise."""
+        import torch
+        import torch.nn.functional as F
+
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}"
+            )
+        size = self.spec.input_size
+        x = torch.tensor(frames).permute(0, 3, 1, 2).float() / 255.0
+        h, w = x.shape[-2:]
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(
+            x,
+            size=(new_h, new_w),
+            mode=self.spec.interpolation,
+            antialias=True,
+            align_corners=False,
+        )
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        x = x[..., top : top + size, left : left + size].clamp_(0.0, 1.0)
+        mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @abc.abstractmethod
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """float [B, 3, S, S] -> tokens [B, H'*W', D] (per frame)."""
+
+    def provenance(self) -> dict[str, Any]:
+        return {**self.spec.to_attrs(), "weights": self.weights}

@@ -1,0 +1,179 @@
+"""Run frozen encoders over a manifest's media into a FeatureStore, resumably.
+
+Each video is decoded once for all requested encoders (the union of the frames they sample),
+each encoder gets its own subset, forward passes run under `torch.inference_mode` in chunks of
+`batch_frames`, and results go to the store through its segment writer. Items already in the
+store are skipped, so re-running after an interruption does only the missing work. A file that
+cannot be decoded is recorded as a failed item with its reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vdial.cache import FeatureStore
+from vdial.extract.decode import Backend, DecodeError, read_frames, uniform_indices
+from vdial.extract.encoders import Encoder, build_encoder
+from vdial.manifests import Manifest
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    """What to extract and how."""
+
+    encoders: tuple[str, ...]  # encoder refs, family[:size], e.g. ("dinov2:small",)
+    weights: dict[str, str] = field(default_factory=dict)  # family -> local checkpoint path
+    random_init: bool = False  # seeded random weights instead of a checkpoint (recorded)
+    seed: int = 0  # seed for --random-init
+    frames: int | None = None  # frames per video; None keeps each encoder's default
+    backend: Backend = "pyav"  # decoder: "pyav" or "decord"
+    batch_frames: int = 64  # frames per forward pass
+    device: str = "cpu"  # torch device for the encoders
+    split: str | None = None  # only media of this split
+    limit: int | None = None  # at most this many media items (after the split filter)
+    retry_failed: bool = False  # try again items that failed in an earlier run
+    segment_items: int = 64  # items per committed store segment
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did, per encoder feature."""
+
+    done: dict[str, int] = field(default_factory=dict)  # feature -> items written now
+    skipped: dict[str, int] = field(default_factory=dict)  # feature -> items already present
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> reason, this run
+    seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "encode": 0.0})
+
+
+def _encode(encoder: Encoder, frames: np.ndarray, batch_frames: int) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        x = encoder.preprocess(frames)
+        for start in range(0, len(x), batch_frames):
+            chunk = x[start : start + batch_frames].to(encoder.device)
+            out.append(encoder.encode(chunk).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _todo(feature, ids: list[str], retry_failed: bool) -> set[str]:
+    failed = set() if retry_failed else set(feature.failures)
+    return {i for i in feature.missing(ids) if i not in failed}
+
+
+def run_extraction(
+    manifest: Manifest,
+    store_path: str | Path,
+    config: ExtractConfig,
+    *,
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract every configured encoder for the manifest's media into the store."""
+    paths = manifest.media_paths(config.split)
+    ids = sorted(paths)[: config.limit] if config.limit is not None else sorted(paths)
+    encoders = [
+        build_encoder(
+            ref,
+            weights=config.weights.get(ref.partition(":")[0]),
+            random_init=config.random_init,
+            seed=config.seed,
+            frames=config.frames,
+        ).to(config.device)
+        for ref in config.encoders
+    ]
+    store = FeatureStore.open(store_path, mode="a")
+    features = {}
+    for enc in encoders:
+        features[enc.spec.name] = store.create_feature(
+            enc.spec.name,
+            item_shape=(enc.spec.tokens_per_frame, enc.spec.dim),
+            spec=enc.provenance(),
+            extras={"timestamps": ((), "float64"), "frame_indices": ((), "int64")},
+            exist_ok=True,
+        )
+    todo = {name: _todo(feat, ids, config.retry_failed) for name, feat in features.items()}
+    summary = ExtractSummary()
+    for name in features:
+        summary.done[name] = 0
+        summary.skipped[name] = len(ids) - len(todo[name])
+    pending = [i for i in ids if any(i in t for t in todo.values())]
+    writers = {n: f.writer(segment_items=config.segment_items) for n, f in features.items()}
+    try:
+        for item_id in _progress(pending, progress, summary):
+            wanted = [e for e in encoders if item_id in todo[e.spec.name]]
+            _extract_one(item_id, paths[item_id], wanted, writers, config, summary)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return summary
+
+
+def _extract_one(item_id, path, encoders, writers, config, summary) -> None:
+    t0 = time.perf_counter()
+    plans: dict[str, np.ndarray] = {}
+
+    def union(total: int) -> np.ndarray:
+        for enc in encoders:
+            plans[enc.spec.name] = uniform_indices(total, enc.spec.frames)
+        return np.unique(np.concatenate(list(plans.values())))
+
+    try:
+        if path is None:
+            raise DecodeError(item_id, "media file not found (manifest path is empty)")
+        decoded = read_frames(path, union, config.backend)
+    except DecodeError as err:
+        for enc in encoders:
+            writers[enc.spec.name].fail(item_id, "decode", err.reason)
+        summary.failed[item_id] = f"decode: {err.reason}"
+        return
+    summary.seconds["decode"] += time.perf_counter() - t0
+    position = {int(idx): k for k, idx in enumerate(decoded.indices)}
+    for enc in encoders:
+        t1 = time.perf_counter()
+        rows = [position[int(i)] for i in plans[enc.spec.name]]
+        tokens = _encode(enc, decoded.frames[rows], config.batch_frames)
+        writers[enc.spec.name].add(
+            item_id,
+            tokens,
+            timestamps=decoded.timestamps[rows],
+            frame_indices=decoded.indices[rows],
+        )
+        summary.done[enc.spec.name] += 1
+        summary.seconds["encode"] += time.perf_counter() - t1
+
+
+def _progress(ids: list[str], enabled: bool, summary: ExtractSummary) -> Iterable[str]:
+    if not enabled:
+        yield from ids
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]extract"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    start = time.perf_counter()
+    with Progress(*columns) as bar:
+        task = bar.add_task("extract", total=len(ids), rate="", failed=0)
+        for n, item_id in enumerate(ids, 1):
+            yield item_id
+            rate = n / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=1, rate=f"{rate:.1f} videos/s", failed=len(summary.failed))

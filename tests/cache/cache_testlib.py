@@ -1,0 +1,18 @@
+"""Helpers shared by the feature-cache tests (importable by spawned worker processes too)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPEC = {"encoder": "dinov2_vits14", "weights_digest": "random:0", "grid": [4, 4], "fps": 1.0}
+
+
+def ragged_item(item_id: str, rows: int, item_shape=(16, 8)) -> np.ndarray:
+    """float32 rows that depend only on (id, rows, shape), so any process can recompute them."""
+    seed = sum(ord(c) * 31**i for i, c in enumerate(item_id)) % 2**32
+    return np.random.default_rng(seed).standard_normal((rows, *item_shape)).astype(np.float32)
+
+
+def rows_of(item_id: str) -> int:
+    """A ragged but deterministic length per id (1 to 5 rows)."""
+    return 1 + sum(map(ord, item_id)) % 5
