@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cache_testlib import SPEC
 
+from tests.cache.cache_testlib import SPEC
 from vdial.cache import FeatureStore
 
 

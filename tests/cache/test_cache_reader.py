@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from cache_testlib import ragged_item
 
+from tests.cache.cache_testlib import ragged_item
 from vdial.cache import FeatureReader
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from cache_testlib import SPEC, ragged_item, rows_of
 from zarr.storage import LocalStore
 
+from tests.cache.cache_testlib import SPEC, ragged_item, rows_of
 from vdial.cache import FeatureStore
 
 

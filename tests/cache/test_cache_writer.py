@@ -7,9 +7,9 @@ import multiprocessing
 import numpy as np
 import pytest
 import zarr
-from cache_testlib import SPEC, ragged_item, rows_of
 from zarr.storage import LocalStore
 
+from tests.cache.cache_testlib import SPEC, ragged_item, rows_of
 from vdial.cache import FeatureStore
 from vdial.cache.index import SegmentIndex
 
