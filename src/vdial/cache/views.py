@@ -74,7 +74,12 @@ def pool_spatial(
         exist_ok=True,
     )
     todo = view.missing(parent.ids)
+    # The parent's failures carry over, so that a consumer of the view knows which items are
+    # absent for a recorded reason rather than never computed.
+    inherited = {k: v for k, v in parent.failures.items() if k not in view.failures}
     with view.writer() as writer:
+        for item_id, failure in sorted(inherited.items()):
+            writer.fail(item_id, f"parent {source}: {failure['stage']}", failure["message"])
         for item_id in track(
             todo, description=f"pooling {source} to {grid}x{grid}", disable=not progress
         ):

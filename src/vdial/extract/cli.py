@@ -70,15 +70,17 @@ def extract(
     summary = run_extraction(Manifest.read(manifest), store, config, progress=progress)
     console = Console()
     table = Table(title=f"extraction into {store}")
-    for column in ("feature", "written", "already there", "failed now"):
+    columns = ("feature", "written", "already there", "failed earlier", "failed now")
+    for column in columns:
         table.add_column(column, justify="right" if column != "feature" else "left")
     for name in summary.done:
-        table.add_row(
-            name, str(summary.done[name]), str(summary.skipped[name]), str(len(summary.failed))
-        )
+        counts = (summary.done[name], summary.skipped[name], summary.failed_before[name])
+        table.add_row(name, *map(str, counts), str(len(summary.failed)))
     console.print(table)
     for item_id, reason in sorted(summary.failed.items()):
         console.print(f"[red]failed[/red] {item_id}: {reason}")
+    if any(summary.failed_before.values()):
+        console.print("items that failed earlier were skipped; --retry-failed tries them again")
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
     console.print(f"time per stage: {timing}")
 

@@ -46,6 +46,7 @@ class ExtractSummary:
 
     done: dict[str, int] = field(default_factory=dict)  # feature -> items written now
     skipped: dict[str, int] = field(default_factory=dict)  # feature -> items already present
+    failed_before: dict[str, int] = field(default_factory=dict)  # feature -> earlier failures
     failed: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> reason, this run
     seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "encode": 0.0})
 
@@ -99,9 +100,11 @@ def run_extraction(
         )
     todo = {name: _todo(feat, ids, config.retry_failed) for name, feat in features.items()}
     summary = ExtractSummary()
-    for name in features:
+    for name, feat in features.items():
+        missing = len(feat.missing(ids))
         summary.done[name] = 0
-        summary.skipped[name] = len(ids) - len(todo[name])
+        summary.skipped[name] = len(ids) - missing
+        summary.failed_before[name] = missing - len(todo[name])
     pending = [i for i in ids if any(i in t for t in todo.values())]
     writers = {n: f.writer(segment_items=config.segment_items) for n, f in features.items()}
     try:

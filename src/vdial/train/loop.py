@@ -144,10 +144,17 @@ def fit(config: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> F
         if config.val_split
         else []
     )
+    manifest_turns = train_turns + val_turns
     if not train_turns:
         raise ValueError(
             f"no answered turns in split {config.train_split!r} of {manifest_dir(config)}"
         )
+    # Videos whose extraction failed are recorded in the store: their turns are left out (and
+    # listed in store.json); videos that were never extracted are an error.
+    failed = set(feature.failures)
+    train_turns = [t for t in train_turns if t.media_id not in failed]
+    val_turns = [t for t in val_turns if t.media_id not in failed]
+    excluded = sorted(failed & {t.media_id for t in manifest_turns})
     missing = feature.missing(sorted({t.media_id for t in train_turns + val_turns}))
     if missing:
         raise ValueError(
@@ -164,6 +171,7 @@ def fit(config: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> F
                 "fingerprint": feature.fingerprint(),
                 "spec": feature.spec,
                 "lineage": feature.lineage,
+                "excluded_failed_items": excluded,
             },
             indent=2,
             default=str,

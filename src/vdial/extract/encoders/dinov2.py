@@ -80,6 +80,7 @@ class Dinov2Encoder(Encoder):
             indices=[depth - 2],
             return_prefix_tokens=self.spec.keep_prefix_tokens,
             norm=False,
+            stop_early=True,  # blocks after the tapped one are never run
             output_fmt="NLC",
             intermediates_only=True,
         )

@@ -1,0 +1,173 @@
+"""The `vdial` and `vdial-train` commands: help everywhere, light imports, the whole path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vdial.cli import app
+from vdial.train.cli import app as train_app
+
+runner = CliRunner()
+
+COMMANDS = [
+    [],
+    ["synth"],
+    ["manifest"],
+    ["manifest", "build", "avsd"],
+    ["manifest", "build", "visdial"],
+    ["manifest", "build", "folder"],
+    ["manifest", "show"],
+    ["extract"],
+    ["encoders"],
+    ["cache"],
+    ["cache", "info"],
+    ["cache", "pool"],
+    ["eval"],
+    ["eval", "avsd"],
+    ["eval", "compare"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "vdial")
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["predict"]], ids=lambda c: " ".join(c) or "top")
+def test_train_commands_have_help(command):
+    result = runner.invoke(train_app, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_help_imports_nothing_heavy():
+    """`vdial --help` must answer at once: the CLI modules import no torch, zarr, pyarrow, av."""
+    code = (
+        "import sys, vdial.cli, vdial.train.cli; "
+        "print(sorted(m for m in ('torch', 'zarr', 'pyarrow', 'av', 'decord', 'timm', "
+        "'transformers', 'dask') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def invoke(application, args, cwd: Path):
+    result = runner.invoke(application, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_whole_path_on_tiny_synthetic_data(tmp_path, monkeypatch, real_data):
+    """synth -> manifest -> extract (resumable, broken video recorded) -> pool -> fit -> eval."""
+    monkeypatch.chdir(tmp_path)
+    invoke(app, ["synth", "--out", "data", "--size", "tiny"], tmp_path)
+    shutil.copy(real_data / "videos" / "corrupted.mp4", tmp_path / "data" / "videos" / "broken.mp4")
+    train = json.loads((tmp_path / "data" / "avsd" / "train.json").read_text())
+    train["dialogs"].append({**train["dialogs"][0], "image_id": "broken"})
+    (tmp_path / "data" / "avsd" / "train.json").write_text(json.dumps(train))
+    invoke(
+        app,
+        [
+            "manifest",
+            "build",
+            "avsd",
+            "--name",
+            "tiny",
+            "--videos",
+            "data/videos",
+            "--annotations",
+            "train=data/avsd/train.json",
+            "--annotations",
+            "val=data/avsd/val.json",
+            "--annotations",
+            "test=data/avsd/test.json",
+        ],
+        tmp_path,
+    )
+    extract = [
+        "extract",
+        "--dataset",
+        "tiny",
+        "--encoder",
+        "dinov2:tiny",
+        "--random-init",
+        "--frames",
+        "4",
+        "--no-progress",
+    ]
+    first = invoke(app, extract, tmp_path)
+    assert "broken" in first and "decode" in first
+    from vdial.cache import FeatureStore
+
+    feature = FeatureStore.open("cache/tiny")["dinov2"]
+    assert len(feature) == 12 and "broken" in feature.failures
+    assert feature.failures["broken"]["stage"] == "decode"
+    assert feature.spec["weights"] == "random:0" and feature.spec["grid"] == [4, 4]
+    assert feature["shapes_00000"].shape == (4, 16, 32)
+    before = feature.fingerprint()
+    again = invoke(app, extract, tmp_path)  # resume: nothing left to do
+    assert FeatureStore.open("cache/tiny")["dinov2"].fingerprint() == before
+    row = next(line for line in again.splitlines() if "dinov2" in line)
+    # nothing written, 12 already there, the broken one skipped as an earlier failure
+    assert [c.strip() for c in row.split("│")[1:6]] == ["dinov2", "0", "12", "1", "0"]
+    invoke(
+        app, ["cache", "pool", "--dataset", "tiny", "--feature", "dinov2", "--grid", "2"], tmp_path
+    )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "frames: 4\nd_model: 32\nn_layers: 1\nn_heads: 2\nsteps: 6\nbatch_size: 4\n"
+        "eval_every: 3\ncheckpoint_every: 3\nlog_every: 3\nwarmup_steps: 2\n"
+    )
+    for visual in ("real", "zero"):
+        run = f"runs/{visual}"
+        invoke(
+            train_app,
+            [
+                "fit",
+                "--features",
+                "cache/tiny",
+                "--feature",
+                "dinov2/pool2x2",
+                "--config",
+                recipe,
+                "--out",
+                run,
+                "--visual",
+                visual,
+                "--no-progress",
+            ],
+            tmp_path,
+        )
+        invoke(train_app, ["predict", "--run", run, "--split", "test"], tmp_path)
+        invoke(
+            app,
+            [
+                "eval",
+                "avsd",
+                "--predictions",
+                f"{run}/predictions_test.json",
+                "--references",
+                "data/avsd/test_multiref.json",
+                "--question-types",
+                "data/avsd/question_types.json",
+                "--out",
+                f"{run}/metrics.json",
+            ],
+            tmp_path,
+        )
+        store = json.loads((tmp_path / run / "store.json").read_text())
+        assert store["excluded_failed_items"] == ["broken"]
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert metrics["n"] == 4 and not metrics["missing"]
+    invoke(app, ["eval", "compare", "runs/real", "runs/zero", "--out", "runs/report.md"], tmp_path)
+    report = (tmp_path / "runs" / "report.md").read_text()
+    assert "real" in report and "zero" in report
+    assert (tmp_path / "runs" / "report_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
