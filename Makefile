@@ -33,7 +33,7 @@ demo: $(STAMP)  ## synth -> manifests -> extract -> pool -> train (visual and ze
 	$(BIN)/vdial manifest build avsd --name synth_avsd --videos $(SYNTH)/videos \
 	    --annotations train=$(SYNTH)/avsd/train.json --annotations val=$(SYNTH)/avsd/val.json \
 	    --annotations test=$(SYNTH)/avsd/test.json
-	$(BIN)/vdial extract --dataset synth_avsd --encoder dinov2:small --random-init
+	$(BIN)/vdial extract --dataset synth_avsd --encoder dinov2:small --random-init --frames 4
 	$(BIN)/vdial cache pool --dataset synth_avsd --feature dinov2 --grid 4
 	$(BIN)/vdial-train fit --features cache/synth_avsd --feature dinov2/pool4x4 \
 	    --config configs/demo.yaml --out $(DEMO)/visual

@@ -93,3 +93,16 @@ def test_pooling_rejects_features_without_a_patch_grid(store):
         pool_spatial(store, "siglip", 5, progress=False)
     with pytest.raises(KeyError, match="no feature 'nope'"):
         pool_spatial(store, "nope", 2, progress=False)
+
+
+def test_parent_failures_carry_over_to_the_view(store):
+    source = _source(store, {"a": 2})
+    with source.writer() as writer:
+        writer.fail("broken", "decode", "moov atom not found")
+    view = pool_spatial(store, "siglip", 2, progress=False)
+    assert view.ids == ["a"]
+    assert view.failures == {
+        "broken": {"stage": "parent siglip: decode", "message": "moov atom not found"}
+    }
+    again = pool_spatial(store, "siglip", 2, progress=False)  # resuming adds no duplicates
+    assert len(again.segments) == len(view.segments)

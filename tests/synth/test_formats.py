@@ -33,7 +33,7 @@ def test_avsd_train_val_are_dstc7_with_full_dialogs(tiny: SynthSummary) -> None:
         assert len(data["dialogs"]) == n
         for d in data["dialogs"]:
             assert set(d) == {"image_id", "caption", "summary", "dialog"}
-            assert 4 <= len(d["dialog"]) <= 6
+            assert 6 <= len(d["dialog"]) <= 8
             for turn in d["dialog"]:
                 assert set(turn) == {"question", "answer"}
                 assert turn["question"].endswith(" ?") and turn["answer"].endswith(" .")

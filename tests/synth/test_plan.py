@@ -50,7 +50,7 @@ def demo() -> Plan:
 
 
 def test_demo_counts_and_unique_ids(demo: Plan) -> None:
-    assert {s: len(v) for s, v in demo.avsd.items()} == {"train": 480, "val": 60, "test": 160}
+    assert {s: len(v) for s, v in demo.avsd.items()} == {"train": 800, "val": 40, "test": 160}
     assert {s: len(v) for s, v in demo.visdial.items()} == {"train": 200, "val": 40, "test": 40}
     ids = [d.id for v in demo.avsd.values() for d in v]
     assert len(set(ids)) == len(ids) and ids[0] == "shapes_00000"
@@ -105,8 +105,8 @@ def test_every_answer_is_true_and_no_question_repeats(demo: Plan) -> None:
 
 def test_dialog_lengths(demo: Plan) -> None:
     for split in ("train", "val"):
-        assert {len(d.turns) for d in demo.avsd[split]} == {4, 5, 6}
-    assert {len(d.turns) for d in demo.avsd["test"]} == {1, 2, 3, 4, 5, 6}
+        assert {len(d.turns) for d in demo.avsd[split]} == {6, 7, 8}
+    assert {len(d.turns) for d in demo.avsd["test"]} == set(range(1, 9))
     assert {len(d.rounds) for s in ("train", "val") for d in demo.visdial[s]} == {10}
     assert {len(d.rounds) for d in demo.visdial["test"]} <= set(range(1, 11))
     assert len({len(d.rounds) for d in demo.visdial["test"]}) > 3

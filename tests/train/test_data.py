@@ -90,3 +90,25 @@ def test_collate_masks_everything_but_the_answer():
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
     assert batch["context_lengths"].tolist() == [3, 2]
     assert batch["visual"].shape == (2, 2, 3)
+
+
+def test_feature_cache_reads_each_item_once_within_budget(toy):
+    config = toy_config(toy, feature_cache_mb=1)
+    turns = dialog_turns(Manifest.read(toy["manifest"]).dialogs, "train", config, scored=False)
+    reader = FeatureReader(toy["store"], "toy")
+    reads = []
+
+    class Counting:
+        def __getitem__(self, item_id):
+            reads.append(item_id)
+            return reader[item_id]
+
+    dataset = DialogDataset(turns, Counting(), Tokenizer.train(["x"]), config)
+    first = [dataset.visual_tokens(t.media_id) for t in turns]
+    second = [dataset.visual_tokens(t.media_id) for t in turns]
+    assert len(reads) == len({t.media_id for t in turns})  # two turns per video, one read
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    uncached = DialogDataset(turns, Counting(), Tokenizer.train(["x"]), toy_config(toy))
+    reads.clear()
+    uncached.visual_tokens(turns[0].media_id), uncached.visual_tokens(turns[0].media_id)
+    assert len(reads) == 2

@@ -59,8 +59,8 @@ SIZES: dict[str, SizeSpec] = {
         frames_max=16,
     ),
     "demo": SizeSpec(
-        avsd_train=480,
-        avsd_val=60,
+        avsd_train=800,
+        avsd_val=40,
         avsd_test=160,
         visdial_train=200,
         visdial_val=40,

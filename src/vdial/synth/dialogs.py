@@ -1,6 +1,6 @@
 """Dialogs about synthetic scenes: AVSD-style video dialogs and VisDial-style image dialogs.
 
-AVSD: 4-6 turns per video. A turn prefers questions whose answer does not follow from the
+AVSD: 6-8 turns per video. A turn prefers questions whose answer does not follow from the
 earlier turns, so dialogs do not repeat themselves. A test dialog is cut after a random
 turn, the scored one; its type is given by the caller (cycling over the four types keeps
 the test set balanced), and every history turn is chosen so that the scored answer stays
@@ -35,7 +35,7 @@ from vdial.synth.scenes import COLOURS, KINDS, QUESTION_TYPES, Scene
 UNDISCLOSED = "__UNDISCLOSED__"
 OPTIONS = 100
 VISDIAL_ROUNDS = 10
-AVSD_TURNS = (4, 6)
+AVSD_TURNS = (6, 8)
 # How often a history turn is an open (wh) question rather than a yes/no one.
 WH_PREFERENCE = 0.7
 

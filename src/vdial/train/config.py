@@ -36,5 +36,6 @@ class TrainConfig:
     checkpoint_every: int = 250  # steps between checkpoints (and at the end)
     log_every: int = 25  # steps between TensorBoard loss points
     num_workers: int = 0  # DataLoader worker processes (each opens the store lazily)
+    feature_cache_mb: int = 0  # keep items read from the store in RAM up to this size (per process)
     seed: int = 0  # seed for weights, data order and dropout
     device: str = "cpu"  # torch device

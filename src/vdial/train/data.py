@@ -86,13 +86,25 @@ class DialogDataset:
         self.visual = visual or config.visual
         media = sorted({t.media_id for t in turns})
         self.swap = _derangement(media, config.seed) if self.visual == "shuffle" else {}
+        self._cache: dict[str, np.ndarray] = {}
+        self._cache_left = config.feature_cache_mb * 2**20
+
+    def _read(self, media_id: str) -> np.ndarray:
+        """An item as stored, kept in RAM while the cache budget lasts (many turns per video)."""
+        item = self._cache.get(media_id)
+        if item is None:
+            item = self.reader[media_id]
+            if item.nbytes <= self._cache_left:
+                self._cache[media_id] = item
+                self._cache_left -= item.nbytes
+        return item
 
     def __len__(self) -> int:
         return len(self.turns)
 
     def visual_tokens(self, media_id: str) -> np.ndarray:
         """(frames * tokens_per_frame, D) float32, frames uniformly subsampled or zero-padded."""
-        item = np.asarray(self.reader[self.swap.get(media_id, media_id)], dtype=np.float32)
+        item = np.asarray(self._read(self.swap.get(media_id, media_id)), dtype=np.float32)
         if item.ndim == 2:  # one token per frame
             item = item[:, None, :]
         frames = self.config.frames
