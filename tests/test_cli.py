@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import vdial
 from vdial.cli import app
 from vdial.train.cli import app as train_app
 
@@ -111,6 +112,7 @@ def test_whole_path_on_tiny_synthetic_data(tmp_path, monkeypatch, real_data):
     assert len(feature) == 12 and "broken" in feature.failures
     assert feature.failures["broken"]["stage"] == "decode"
     assert feature.spec["weights"] == "random:0" and feature.spec["grid"] == [4, 4]
+    assert feature.spec["code_version"] == vdial.__version__ and feature.spec["frames"] == 4
     assert feature["shapes_00000"].shape == (4, 16, 32)
     before = feature.fingerprint()
     again = invoke(app, extract, tmp_path)  # resume: nothing left to do

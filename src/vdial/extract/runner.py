@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vdial import __version__
 from vdial.cache import FeatureStore
 from vdial.extract.decode import Backend, DecodeError, read_frames, uniform_indices
 from vdial.extract.encoders import Encoder, build_encoder
@@ -48,19 +49,58 @@ class ExtractSummary:
     skipped: dict[str, int] = field(default_factory=dict)  # feature -> items already present
     failed_before: dict[str, int] = field(default_factory=dict)  # feature -> earlier failures
     failed: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> reason, this run
-    seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "encode": 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"decode": 0.0, "preprocess": 0.0, "encode": 0.0}
+    )
 
 
-def _encode(encoder: Encoder, frames: np.ndarray, batch_frames: int) -> np.ndarray:
-    import torch
+class _Batcher:
+    """Collects several videos' frames for one encoder and runs them in one forward pass.
 
-    out = []
-    with torch.inference_mode():
-        x = encoder.preprocess(frames)
-        for start in range(0, len(x), batch_frames):
-            chunk = x[start : start + batch_frames].to(encoder.device)
-            out.append(encoder.encode(chunk).float().cpu().numpy())
-    return np.concatenate(out)
+    One video gives only a handful of frames; batching across videos up to `batch_frames`
+    keeps the matrix products large enough to run at the hardware's rate.
+    """
+
+    def __init__(self, encoder: Encoder, writer, batch_frames: int, summary) -> None:
+        self.encoder, self.writer, self.batch_frames = encoder, writer, batch_frames
+        self.summary = summary
+        self.items: list[tuple[str, object, np.ndarray, np.ndarray]] = []
+        self.frames = 0
+
+    def add(self, item_id: str, frames: np.ndarray, timestamps, indices) -> None:
+        t0 = time.perf_counter()
+        self.items.append((item_id, self.encoder.preprocess(frames), timestamps, indices))
+        self.summary.seconds["preprocess"] += time.perf_counter() - t0
+        self.frames += len(frames)
+        if self.frames >= self.batch_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        import torch
+
+        if not self.items:
+            return
+        t0 = time.perf_counter()
+        batch = torch.cat([x for _, x, _, _ in self.items])
+        with torch.inference_mode():
+            tokens = np.concatenate(
+                [
+                    self.encoder.encode(chunk.to(self.encoder.device)).float().cpu().numpy()
+                    for chunk in batch.split(self.batch_frames)
+                ]
+            )
+        start = 0
+        for item_id, x, timestamps, indices in self.items:
+            self.writer.add(
+                item_id,
+                tokens[start : start + len(x)],
+                timestamps=timestamps,
+                frame_indices=indices,
+            )
+            start += len(x)
+        self.summary.done[self.encoder.spec.name] += len(self.items)
+        self.summary.seconds["encode"] += time.perf_counter() - t0
+        self.items, self.frames = [], 0
 
 
 def _todo(feature, ids: list[str], retry_failed: bool) -> set[str]:
@@ -94,7 +134,7 @@ def run_extraction(
         features[enc.spec.name] = store.create_feature(
             enc.spec.name,
             item_shape=(enc.spec.tokens_per_frame, enc.spec.dim),
-            spec=enc.provenance(),
+            spec={**enc.provenance(), "code_version": __version__},
             extras={"timestamps": ((), "float64"), "frame_indices": ((), "int64")},
             exist_ok=True,
         )
@@ -107,17 +147,23 @@ def run_extraction(
         summary.failed_before[name] = missing - len(todo[name])
     pending = [i for i in ids if any(i in t for t in todo.values())]
     writers = {n: f.writer(segment_items=config.segment_items) for n, f in features.items()}
+    batchers = {
+        enc.spec.name: _Batcher(enc, writers[enc.spec.name], config.batch_frames, summary)
+        for enc in encoders
+    }
     try:
         for item_id in _progress(pending, progress, summary):
             wanted = [e for e in encoders if item_id in todo[e.spec.name]]
-            _extract_one(item_id, paths[item_id], wanted, writers, config, summary)
+            _extract_one(item_id, paths[item_id], wanted, writers, batchers, config, summary)
+        for batcher in batchers.values():
+            batcher.flush()
     finally:
         for writer in writers.values():
             writer.close()
     return summary
 
 
-def _extract_one(item_id, path, encoders, writers, config, summary) -> None:
+def _extract_one(item_id, path, encoders, writers, batchers, config, summary) -> None:
     t0 = time.perf_counter()
     plans: dict[str, np.ndarray] = {}
 
@@ -138,17 +184,10 @@ def _extract_one(item_id, path, encoders, writers, config, summary) -> None:
     summary.seconds["decode"] += time.perf_counter() - t0
     position = {int(idx): k for k, idx in enumerate(decoded.indices)}
     for enc in encoders:
-        t1 = time.perf_counter()
         rows = [position[int(i)] for i in plans[enc.spec.name]]
-        tokens = _encode(enc, decoded.frames[rows], config.batch_frames)
-        writers[enc.spec.name].add(
-            item_id,
-            tokens,
-            timestamps=decoded.timestamps[rows],
-            frame_indices=decoded.indices[rows],
+        batchers[enc.spec.name].add(
+            item_id, decoded.frames[rows], decoded.timestamps[rows], decoded.indices[rows]
         )
-        summary.done[enc.spec.name] += 1
-        summary.seconds["encode"] += time.perf_counter() - t1
 
 
 def _progress(ids: list[str], enabled: bool, summary: ExtractSummary) -> Iterable[str]:

@@ -1,7 +1,7 @@
 """Scenes of the synthetic "shapes" dataset: what is in a clip or a picture, and where.
 
 A scene is 1-3 flat shapes of distinct kinds and distinct colours on a plain background.
-In a video every shape moves the same way at the same speed, by a third of the frame or
+In a video every shape moves the same way at the same speed, by half the frame or
 more over the clip, so the direction is obvious even after pooling to a coarse patch grid.
 Shapes sit in separate lanes across the motion axis, so they never overlap and the colour
 at a shape's centre is always that shape's colour (the tests rely on this).
@@ -48,8 +48,9 @@ VECTORS: dict[str, tuple[int, int]] = {
 # Shape side as a fraction of the frame side: 28-40 px at 128 px, 14-20 px at 64 px, big
 # enough to cover a whole cell of an 8x8 patch grid.
 SIZE_FRACTION = (0.22, 0.31)
-# Displacement over the clip as a fraction of the frame side ("a third of the frame or more").
-TRAVEL_FRACTION = (0.36, 0.5)
+# Displacement over the clip as a fraction of the frame side: half the frame or more, so that
+# even four sampled frames show the shapes crossing two cells of a 4x4 pooled grid.
+TRAVEL_FRACTION = (0.5, 0.65)
 LANES = 3
 
 

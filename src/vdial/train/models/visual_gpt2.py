@@ -57,6 +57,10 @@ class VisualGPT2(nn.Module):
             )
         )
 
+        # transformers derives the loss from the class name and warns when it cannot;
+        # a GPT-2 language head is a causal LM.
+        self.lm.loss_type = "ForCausalLM"
+
     def _embed(self, visual: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         vis = self.visual_proj(visual) + self.segment.weight[0]
         text = self.lm.transformer.wte(input_ids) + self.segment.weight[1]
