@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,11 +65,13 @@ def invoke(application, args, cwd: Path):
     return result.output
 
 
-def test_whole_path_on_tiny_synthetic_data(tmp_path, monkeypatch, real_data):
+def test_whole_path_on_tiny_synthetic_data(tmp_path, monkeypatch):
     """synth -> manifest -> extract (resumable, broken video recorded) -> pool -> fit -> eval."""
     monkeypatch.chdir(tmp_path)
     invoke(app, ["synth", "--out", "data", "--size", "tiny"], tmp_path)
-    shutil.copy(real_data / "videos" / "corrupted.mp4", tmp_path / "data" / "videos" / "broken.mp4")
+    # a truncated mp4: its index (the moov box, written last) is gone
+    video = (tmp_path / "data" / "videos" / "shapes_00000.mp4").read_bytes()
+    (tmp_path / "data" / "videos" / "broken.mp4").write_bytes(video[: len(video) // 3])
     train = json.loads((tmp_path / "data" / "avsd" / "train.json").read_text())
     train["dialogs"].append({**train["dialogs"][0], "image_id": "broken"})
     (tmp_path / "data" / "avsd" / "train.json").write_text(json.dumps(train))
