@@ -185,6 +185,9 @@ def plot_losses(runs: list[RunRecord], png: Path) -> Path:
                 plotted = True
     if plotted:
         axes.legend(fontsize="small")
+        # Cross-entropy falls by orders of magnitude early on; a log axis keeps the later,
+        # smaller differences between runs visible.
+        axes.set_yscale("log")
     else:
         axes.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel("step")
