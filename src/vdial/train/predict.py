@@ -36,7 +36,14 @@ def generate_answers(run_dir: str | Path, split: str, *, batch_size: int = 64) -
     model = build_model(config, feature, tokenizer)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"])
     model.to(config.device).eval()
-    turns = dialog_turns(manifest.dialogs, split, config, scored=True)
+    # Videos whose extraction failed have no features: their answers stay empty, which the
+    # metrics score as wrong rather than dropping the dialog.
+    failed = set(feature.failures)
+    turns = [
+        t
+        for t in dialog_turns(manifest.dialogs, split, config, scored=True)
+        if t.media_id not in failed
+    ]
     if not turns:
         raise ValueError(f"split {split!r} of {manifest_dir(config)} has no unanswered last turns")
     dataset = DialogDataset(
