@@ -105,3 +105,43 @@ def test_killed_run_resumes_to_the_same_weights(toy, tmp_path):
     assert a["step"] == b["step"] == 120
     for key, value in b["model"].items():
         assert torch.equal(a["model"][key], value), key
+
+
+def test_dialogs_of_failed_videos_are_left_unanswered(toy, tmp_path):
+    """A test video whose extraction failed gets an empty answer instead of a crash."""
+    import pyarrow as pa
+
+    from vdial.cache import FeatureStore
+    from vdial.manifests import Manifest
+
+    from .conftest import _dialog_row
+
+    manifest = Manifest.read(toy["manifest"])
+    media = manifest.media.to_pylist() + [
+        {
+            "id": "gone",
+            "path": None,
+            "kind": "video",
+            "split": "test",
+            "duration": None,
+            "fps": None,
+            "width": None,
+            "height": None,
+        }
+    ]
+    dialogs = manifest.dialogs.to_pylist() + [
+        _dialog_row("gone", "test", 0, "what colour is it ?", None)
+    ]
+    Manifest(
+        name="toy",
+        media=pa.Table.from_pylist(media, schema=manifest.media.schema),
+        dialogs=pa.Table.from_pylist(dialogs, schema=manifest.dialogs.schema),
+    ).write(toy["manifest"])
+    with FeatureStore.open(toy["store"], mode="a")["toy"].writer() as writer:
+        writer.fail("gone", "decode", "moov atom not found")
+    run = tmp_path / "run"
+    fit(toy_config(toy, steps=5), run, progress=False)
+    payload = json.loads(predict(run, "test").read_text())
+    answers = {d["image_id"]: d["dialog"][-1]["answer"] for d in payload["dialogs"]}
+    assert answers["gone"] == "" and len(answers) == 9
+    assert all(a for k, a in answers.items() if k != "gone")
