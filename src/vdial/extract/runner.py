@@ -103,11 +103,6 @@ class _Batcher:
         self.items, self.frames = [], 0
 
 
-def _todo(feature, ids: list[str], retry_failed: bool) -> set[str]:
-    failed = set() if retry_failed else set(feature.failures)
-    return {i for i in feature.missing(ids) if i not in failed}
-
-
 def run_extraction(
     manifest: Manifest,
     store_path: str | Path,
@@ -138,13 +133,15 @@ def run_extraction(
             extras={"timestamps": ((), "float64"), "frame_indices": ((), "int64")},
             exist_ok=True,
         )
-    todo = {name: _todo(feat, ids, config.retry_failed) for name, feat in features.items()}
     summary = ExtractSummary()
+    todo: dict[str, set[str]] = {}
     for name, feat in features.items():
-        missing = len(feat.missing(ids))
+        missing = feat.missing(ids)
+        failed = set() if config.retry_failed else set(feat.failures)
+        todo[name] = {i for i in missing if i not in failed}
         summary.done[name] = 0
-        summary.skipped[name] = len(ids) - missing
-        summary.failed_before[name] = missing - len(todo[name])
+        summary.skipped[name] = len(ids) - len(missing)
+        summary.failed_before[name] = len(missing) - len(todo[name])
     pending = [i for i in ids if any(i in t for t in todo.values())]
     writers = {n: f.writer(segment_items=config.segment_items) for n, f in features.items()}
     batchers = {
