@@ -1,10 +1,11 @@
 """Run frozen encoders over a manifest's media into a FeatureStore, resumably.
 
-Each video is decoded once for all requested encoders (the union of the frames they sample),
-each encoder gets its own subset, forward passes run under `torch.inference_mode` in chunks of
-`batch_frames`, and results go to the store through its segment writer. Items already in the
-store are skipped, so re-running after an interruption does only the missing work. A file that
-cannot be decoded is recorded as a failed item with its reason and the run goes on.
+Each video is decoded once for all requested encoders (the union of the frames they sample);
+each encoder gets its own subset (chosen by its `frame_indices`), forward passes run under
+`torch.inference_mode` over batches of units (frames or clips) worth `batch_frames` frames,
+and rows go to the store through its segment writer. Items already in the store are skipped,
+so re-running after an interruption does only the missing work. A file that cannot be decoded
+is recorded as a failed item with its reason and the run goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from vdial import __version__
 from vdial.cache import FeatureStore
-from vdial.extract.decode import Backend, DecodeError, read_frames, uniform_indices
+from vdial.extract.decode import Backend, DecodeError, read_frames
 from vdial.extract.encoders import Encoder, build_encoder
 from vdial.manifests import Manifest
 
@@ -55,24 +56,25 @@ class ExtractSummary:
 
 
 class _Batcher:
-    """Collects several videos' frames for one encoder and runs them in one forward pass.
+    """Collects several videos' units for one encoder and runs them in one forward pass.
 
     One video gives only a handful of frames; batching across videos up to `batch_frames`
-    keeps the matrix products large enough to run at the hardware's rate.
+    input frames keeps the matrix products large enough to run at the hardware's rate.
     """
 
     def __init__(self, encoder: Encoder, writer, batch_frames: int, summary) -> None:
-        self.encoder, self.writer, self.batch_frames = encoder, writer, batch_frames
-        self.summary = summary
+        self.encoder, self.writer, self.summary = encoder, writer, summary
+        self.batch_units = max(1, batch_frames // encoder.spec.clip_len)
         self.items: list[tuple[str, object, np.ndarray, np.ndarray]] = []
-        self.frames = 0
+        self.units = 0
 
     def add(self, item_id: str, frames: np.ndarray, timestamps, indices) -> None:
         t0 = time.perf_counter()
-        self.items.append((item_id, self.encoder.preprocess(frames), timestamps, indices))
+        units = self.encoder.preprocess(frames)
+        self.items.append((item_id, units, timestamps, indices))
         self.summary.seconds["preprocess"] += time.perf_counter() - t0
-        self.frames += len(frames)
-        if self.frames >= self.batch_frames:
+        self.units += len(units)
+        if self.units >= self.batch_units:
             self.flush()
 
     def flush(self) -> None:
@@ -82,25 +84,20 @@ class _Batcher:
             return
         t0 = time.perf_counter()
         batch = torch.cat([x for _, x, _, _ in self.items])
+        outputs: list = []
         with torch.inference_mode():
-            tokens = np.concatenate(
-                [
-                    self.encoder.encode(chunk.to(self.encoder.device)).float().cpu().numpy()
-                    for chunk in batch.split(self.batch_frames)
-                ]
-            )
+            for chunk in batch.split(self.batch_units):
+                outputs.extend(self.encoder.encode(chunk.to(self.encoder.device)))
         start = 0
-        for item_id, x, timestamps, indices in self.items:
-            self.writer.add(
-                item_id,
-                tokens[start : start + len(x)],
-                timestamps=timestamps,
-                frame_indices=indices,
+        for item_id, units, timestamps, indices in self.items:
+            rows, extras = self.encoder.to_rows(
+                outputs[start : start + len(units)], timestamps, indices
             )
-            start += len(x)
+            self.writer.add(item_id, rows, **extras)
+            start += len(units)
         self.summary.done[self.encoder.spec.name] += len(self.items)
         self.summary.seconds["encode"] += time.perf_counter() - t0
-        self.items, self.frames = [], 0
+        self.items, self.units = [], 0
 
 
 def run_extraction(
@@ -128,9 +125,9 @@ def run_extraction(
     for enc in encoders:
         features[enc.spec.name] = store.create_feature(
             enc.spec.name,
-            item_shape=(enc.spec.tokens_per_frame, enc.spec.dim),
+            item_shape=enc.item_shape,
             spec={**enc.provenance(), "code_version": __version__},
-            extras={"timestamps": ((), "float64"), "frame_indices": ((), "int64")},
+            extras=enc.row_extras,
             exist_ok=True,
         )
     summary = ExtractSummary()
@@ -164,9 +161,9 @@ def _extract_one(item_id, path, encoders, writers, batchers, config, summary) ->
     t0 = time.perf_counter()
     plans: dict[str, np.ndarray] = {}
 
-    def union(total: int) -> np.ndarray:
+    def union(total: int, fps: float = 0.0) -> np.ndarray:
         for enc in encoders:
-            plans[enc.spec.name] = uniform_indices(total, enc.spec.frames)
+            plans[enc.spec.name] = enc.frame_indices(total, fps)
         return np.unique(np.concatenate(list(plans.values())))
 
     try:

@@ -1,5 +1,12 @@
 """What every frozen encoder declares (`EncoderSpec`) and does (`Encoder`).
 
+An encoder turns a video's sampled frames into stored rows. It chooses the frames
+(`frame_indices`), groups them into forward units (`preprocess`: one unit per frame for image
+encoders, one per clip of `clip_len` frames for video encoders), runs batches of units
+(`encode`), and turns one item's unit outputs into rows along time with their per-row extras
+(`to_rows`): each row covers `frames_per_row` input frames and holds `item_shape` values. Region
+encoders override `to_rows` and `row_extras` (rows are regions, with boxes and labels).
+
 An encoder family registers one builder per size. The spec is everything a reader of the store
 needs to know how the features were made (architecture, weights, input size and
 normalisation, frames and sampling, tapped layer, token grid, dim); it is saved verbatim in
@@ -16,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from vdial.extract.decode import uniform_indices
 
 if TYPE_CHECKING:
     import torch
@@ -37,12 +46,18 @@ class EncoderSpec:
     sampling: str  # how frames are chosen, e.g. "uniform-segment-middle"
     layer: str  # tapped output, e.g. "block 22 of 24 (penultimate), no final norm"
     keep_prefix_tokens: bool  # whether CLS/register tokens are kept in the output
-    grid: tuple[int, int]  # spatial token grid (H', W') per frame
+    grid: tuple[int, int]  # spatial token grid (H', W') per row; (1, 1) for one vector per row
     dim: int  # feature dimension per token
+    prefix_tokens: int = 0  # CLS/register tokens the architecture has (stored first if kept)
+    clip_len: int = 1  # input frames per forward unit (1: image encoder, run frame by frame)
+    frames_per_row: int = 1  # input frames behind one stored row (ViViT tubelet 2, 3D-CNN clip)
+    max_regions: int = 0  # region encoders: most regions per image (0: a dense token grid)
 
     @property
     def tokens_per_frame(self) -> int:
-        return self.grid[0] * self.grid[1]
+        """Tokens in one stored row: the grid, plus the prefix tokens when they are kept."""
+        kept = self.prefix_tokens if self.keep_prefix_tokens else 0
+        return self.grid[0] * self.grid[1] + kept
 
     def to_attrs(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -63,7 +78,7 @@ def file_digest(path: str | Path) -> str:
 
 
 class Encoder(abc.ABC):
-    """A frozen encoder: `preprocess` frames, `encode` batches into per-frame tokens."""
+    """A frozen encoder: choose frames, `preprocess` them into units, `encode` unit batches."""
 
     def __init__(self, spec: EncoderSpec, model: torch.nn.Module, weights: str) -> None:
         self.spec = spec
@@ -78,8 +93,41 @@ class Encoder(abc.ABC):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one stored row (the leading, ragged axis is rows along time)."""
+        return (self.spec.tokens_per_frame, self.spec.dim)
+
+    @property
+    def row_extras(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-row arrays stored beside the tokens: name -> (shape per row, dtype)."""
+        return {"timestamps": ((), "float64"), "frame_indices": ((), "int64")}
+
+    def frame_indices(self, num_frames: int, fps: float) -> np.ndarray:
+        """Source frames to decode for a video of `num_frames` frames at `fps`."""
+        del fps  # uniform sampling depends on the frame count only
+        return uniform_indices(num_frames, self.spec.frames)
+
+    def to_rows(
+        self, outputs: list[Any], timestamps: np.ndarray, indices: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One item's unit outputs (in unit order) -> rows [R, *item_shape] and per-row extras.
+
+        A row covering several frames (a tubelet, a clip) is stamped with its first frame.
+        """
+        import torch
+
+        rows = torch.stack(outputs).float().cpu().numpy().reshape(-1, *self.item_shape)
+        step = self.spec.frames_per_row
+        first = np.arange(len(rows)) * step
+        return rows, {"timestamps": timestamps[first], "frame_indices": indices[first]}
+
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [T, H, W, 3] -> float [T, 3, S, S]: resize short side, centre crop, normalise."""
+        """uint8 [T, H, W, 3] -> units; here (image encoders) float [T, 3, S, S].
+
+        Resize the short side (antialiased), centre crop, normalise. Video encoders group the
+        result into clips of `clip_len` frames.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -106,8 +154,12 @@ class Encoder(abc.ABC):
         return (x - mean) / std
 
     @abc.abstractmethod
-    def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        """float [B, 3, S, S] -> tokens [B, H'*W', D] (per frame)."""
+    def encode(self, batch: torch.Tensor) -> torch.Tensor | list[Any]:
+        """A batch of units [B, ...] -> one output per unit (a tensor indexed by unit, or a list).
+
+        Image encoders: float [B, 3, S, S] -> tokens [B, H'*W', D]. Video encoders: clips ->
+        [B, rows per clip, tokens, D].
+        """
 
     def provenance(self) -> dict[str, Any]:
         return {**self.spec.to_attrs(), "weights": self.weights}

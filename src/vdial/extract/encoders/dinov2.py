@@ -155,5 +155,6 @@ def build_dinov2(
         keep_prefix_tokens=keep_prefix_tokens,
         grid=(grid, grid),
         dim=model.embed_dim,
+        prefix_tokens=model.num_prefix_tokens,
     )
     return Dinov2Encoder(spec, model, provenance)
