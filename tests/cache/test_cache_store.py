@@ -159,13 +159,19 @@ def test_create_feature_exist_ok_resumes_only_an_identical_definition(store, mak
 
     same = make_feature(spec=dict(SPEC), exist_ok=True)
     assert same.ids == ["a"]
-    with pytest.raises(ValueError, match="spec: stored"):
+    with pytest.raises(ValueError, match="spec.weights_digest: stored") as err:
         make_feature(spec={**SPEC, "weights_digest": "sha256:abc"}, exist_ok=True)
+    assert "sha256:abc" in str(err.value) and "another store" in str(err.value)
+    assert all(f"spec.{k}:" not in str(err.value) for k in SPEC if k != "weights_digest")
+    with pytest.raises(ValueError, match=r"spec.added: stored \(absent\), requested 1"):
+        make_feature(spec={**SPEC, "added": 1}, exist_ok=True)
     with pytest.raises(ValueError, match="item_shape: stored"):
         make_feature(item_shape=(16, 9), exist_ok=True)
     with pytest.raises(ValueError, match="dtype: stored"):
         make_feature(dtype="float32", exist_ok=True)
-    with pytest.raises(ValueError, match="extras: stored"):
+    with pytest.raises(
+        ValueError, match=r"extras.timestamps: stored .*float32.*, requested \(absent\)"
+    ):
         make_feature(extras={}, exist_ok=True)
     with pytest.raises(ValueError, match="JSON"):
         make_feature(name="other", spec={"mean": {1, 2}})
@@ -244,5 +250,5 @@ def test_creators_racing_for_a_store_and_a_feature_share_them(tmp_path, monkeypa
     feature = store.create_feature("g", item_shape=(2,), spec={"k": 2}, exist_ok=True)
     assert feature.spec == {"k": 2} and store.features == ["f", "g"]
     monkeypatch.setattr(FeatureStore, "_feature_group", lose_feature_race)
-    with pytest.raises(ValueError, match="spec: stored"):
+    with pytest.raises(ValueError, match="spec.k: stored 2, requested 3"):
         store.create_feature("h", item_shape=(2,), spec={"k": 3}, exist_ok=True)

@@ -180,7 +180,7 @@ class FeatureStore:
             )
         stored = group.attrs.asdict()
         diffs = [
-            f"{key}: stored {stored[key]!r}, requested {attrs[key]!r}"
+            _describe_difference(key, stored[key], attrs[key])
             for key in ("spec", "item_shape", "dtype", "extras")
             if stored[key] != attrs[key]
         ]
@@ -188,7 +188,9 @@ class FeatureStore:
             diffs.append(f"lineage: stored {stored['lineage']!r}, requested {attrs['lineage']!r}")
         if diffs:
             raise ValueError(
-                f"feature {name!r} exists with a different definition: " + "; ".join(diffs)
+                f"feature {name!r} in {self.path} exists with a different definition: "
+                + "; ".join(diffs)
+                + ". Write to another store (or feature name), or delete this feature first."
             )
         if stored["lineage"] != attrs["lineage"]:
             group.update_attributes({"lineage": attrs["lineage"]})
@@ -255,3 +257,18 @@ def _walk(group: zarr.Group, prefix: str, found: list[str]) -> None:
         if child.attrs.get(FEATURE_FLAG):
             found.append(path)
         _walk(child, f"{path}/", found)
+
+
+def _describe_difference(key: str, stored: Any, requested: Any) -> str:
+    """'spec.frames: stored 4, requested 8' for dicts (only the keys that differ), else whole."""
+    if not (isinstance(stored, dict) and isinstance(requested, dict)):
+        return f"{key}: stored {stored!r}, requested {requested!r}"
+
+    def show(d: dict, k: str) -> str:
+        return repr(d[k]) if k in d else "(absent)"
+
+    return "; ".join(
+        f"{key}.{k}: stored {show(stored, k)}, requested {show(requested, k)}"
+        for k in sorted(stored.keys() | requested.keys())
+        if stored.get(k) != requested.get(k) or (k in stored) != (k in requested)
+    )
