@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vdial.extract.encoders import dinov2
+from vdial.extract.encoders import dinov2, eva_clip, siglip
 from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError
 from vdial.registry import Registry
 
@@ -35,6 +35,22 @@ ENCODERS.register("dinov2")(
         sizes=tuple(dinov2.SIZES),
         default_size="large",
         summary="DINOv2 ViT/14 + 4 registers (timm), penultimate block patch tokens (MERV)",
+    )
+)
+ENCODERS.register("eva-clip")(
+    EncoderFamily(
+        build=eva_clip.build_eva_clip,
+        sizes=tuple(eva_clip.SIZES),
+        default_size="giant",
+        summary="EVA-CLIP ViT-g/14 (timm Eva), LAVIS's first 39 of 40 blocks (BLIP-2, V2Dial)",
+    )
+)
+ENCODERS.register("siglip")(
+    EncoderFamily(
+        build=siglip.build_siglip,
+        sizes=tuple(siglip.SIZES),
+        default_size="base",
+        summary="SigLIP ViT-B/16 224 px (timm), penultimate block patch tokens (MERV)",
     )
 )
 
