@@ -29,6 +29,7 @@ test: $(STAMP)  ## run the test suite (offline, CPU)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)  ## synth -> manifests -> extract -> pool -> train (visual and zeroed) -> eval -> report
+	rm -rf $(DEMO)  # the demo trains from scratch; extraction resumes from the cache
 	$(BIN)/vdial synth --out $(SYNTH) --size demo --seed 0
 	$(BIN)/vdial manifest build avsd --name synth_avsd --videos $(SYNTH)/videos \
 	    --annotations train=$(SYNTH)/avsd/train.json --annotations val=$(SYNTH)/avsd/val.json \

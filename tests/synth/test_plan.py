@@ -16,6 +16,7 @@ NUMBERS = {"1": "one", "2": "two", "3": "three"}
 # Words a caption must not contain: they would answer a question.
 GIVEAWAYS = set(COLOURS) | set(KINDS) | set(DIRECTIONS) | {
     "one", "two", "three", "single", "several", "1", "2", "3", "upwards", "downwards",
+    "leftwards", "rightwards",
 }  # fmt: skip
 
 

@@ -66,6 +66,31 @@ def test_resuming_with_another_config_is_refused(toy, tmp_path):
         fit(toy_config(toy, steps=5, lr=1e-2), tmp_path / "run", progress=False)
 
 
+def test_resuming_on_changed_features_or_dialogs_is_refused(toy, tmp_path):
+    from .conftest import build_colour_dataset
+
+    fit(toy_config(toy, steps=5), tmp_path / "run", progress=False)
+    fit(toy_config(toy, steps=5), tmp_path / "run", progress=False)  # same data: resumes
+    build_colour_dataset(toy["store"].parents[1], seed=1)  # re-extracted: other features
+    with pytest.raises(ConfigError, match="different feature store than now"):
+        fit(toy_config(toy, steps=5), tmp_path / "run", progress=False)
+    fit(toy_config(toy, steps=5), tmp_path / "run2", progress=False)
+    other = build_colour_dataset(tmp_path / "other", seed=1)
+    # the same features with other dialogs: reuse the store, change the manifest's answers
+    import pyarrow.compute as pc
+
+    from vdial.manifests import Manifest
+
+    manifest = Manifest.read(other["manifest"])
+    answers = pc.replace_substring(manifest.dialogs["answer"], "it is", "it looks")
+    dialogs = manifest.dialogs.set_column(
+        manifest.dialogs.schema.get_field_index("answer"), "answer", answers
+    )
+    Manifest(name="toy", media=manifest.media, dialogs=dialogs).write(toy["manifest"])
+    with pytest.raises(ConfigError, match="different dialogs than now"):
+        fit(toy_config(toy, steps=5), tmp_path / "run2", progress=False)
+
+
 def test_killed_run_resumes_to_the_same_weights(toy, tmp_path):
     """SIGKILL a real `vdial-train fit` after its first checkpoint, resume, compare bit for bit."""
     import yaml

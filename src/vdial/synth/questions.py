@@ -26,10 +26,12 @@ from vdial.synth.scenes import COLOURS, DIRECTIONS, KINDS, Scene
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 # Every answer value, so the answer table can hold small integer codes.
 _VALUES = ("yes", "no", *KINDS, *COLOURS, *DIRECTIONS, "1", "2", "3")
-# Direction phrases: (after a verb, bare) - "everything moves to the left", "left".
+# Direction phrases: (after a verb, bare) - "everything moves leftwards", "left". One word
+# each: with "to the left" the horizontal directions shared a first word ("to") that collected
+# half the probability, so greedy decoding rarely chose "upwards" or "downwards" at all.
 DIRECTION_WORDS = {
-    "left": ("to the left", "left"),
-    "right": ("to the right", "right"),
+    "left": ("leftwards", "left"),
+    "right": ("rightwards", "right"),
     "up": ("upwards", "up"),
     "down": ("downwards", "down"),
 }

@@ -10,6 +10,7 @@ exactly where it was.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import random
@@ -88,6 +89,35 @@ def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
             )
 
 
+def _dialogs_fingerprint(turns) -> str:
+    """sha256 over the training and validation turns (ids and text) the run learns from."""
+    digest = hashlib.sha256()
+    for t in turns:
+        digest.update(json.dumps([t.media_id, t.context, t.answer]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _check_same_data(run_dir: Path, fingerprint: str, dialogs: str) -> None:
+    """A run resumes only on the features and dialogs it started with."""
+    saved = run_dir / "store.json"
+    if not saved.exists():
+        return
+    before = json.loads(saved.read_text())
+    changed = [
+        what
+        for what, key, now in (
+            ("feature store", "fingerprint", fingerprint),
+            ("dialogs", "dialogs_fingerprint", dialogs),
+        )
+        if before.get(key) != now
+    ]
+    if changed:
+        raise ConfigError(
+            f"{run_dir} was trained on different {' and '.join(changed)} than now (re-extracted "
+            "or regenerated since); choose another --out, or delete the run to start over"
+        )
+
+
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -161,6 +191,9 @@ def fit(config: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> F
             f"{len(missing)} videos of the dialogs have no {config.feature!r} features in "
             f"{config.features} (e.g. {missing[:5]}); extract them or fix the manifest"
         )
+    fingerprint = feature.fingerprint()
+    dialogs = _dialogs_fingerprint(train_turns + val_turns)
+    _check_same_data(run_dir, fingerprint, dialogs)
     save_config(config, run_dir / "config.yaml")
     (run_dir / "store.json").write_text(
         json.dumps(
@@ -168,7 +201,8 @@ def fit(config: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> F
                 "path": str(config.features),
                 "feature": config.feature,
                 "items": len(feature),
-                "fingerprint": feature.fingerprint(),
+                "fingerprint": fingerprint,
+                "dialogs_fingerprint": dialogs,
                 "spec": feature.spec,
                 "lineage": feature.lineage,
                 "excluded_failed_items": excluded,
