@@ -60,3 +60,33 @@ def test_a_different_spec_is_not_mixed_into_a_feature(folder, tmp_path):
     run_extraction(folder, tmp_path / "s", config(), progress=False)
     with pytest.raises(ValueError, match="spec"):
         run_extraction(folder, tmp_path / "s", config(frames=4), progress=False)
+
+
+def test_every_encoder_extracts_the_synthetic_dataset_in_one_decode(tmp_path):
+    """All registered families at their tiny size, in one run over synthetic AVSD videos."""
+    from vdial.extract.encoders import ENCODERS
+    from vdial.manifests import read_avsd
+    from vdial.synth import generate
+
+    generate(tmp_path / "synth", size="tiny", seed=0, progress=False)
+    manifest = read_avsd(
+        {"test": tmp_path / "synth" / "avsd" / "test.json"}, tmp_path / "synth" / "videos", name="t"
+    )
+    refs = tuple(f"{name}:tiny" for name in ENCODERS)
+    summary = run_extraction(
+        manifest, tmp_path / "s", ExtractConfig(encoders=refs, random_init=True), progress=False
+    )
+    ids = sorted(manifest.media_paths())
+    assert not summary.failed and summary.done == {name: len(ids) for name in ENCODERS}
+    store = FeatureStore.open(tmp_path / "s")
+    assert sorted(store.features) == sorted(ENCODERS)
+    for name in ENCODERS:
+        feature = store[name]
+        assert feature.ids == ids and feature.spec["weights"] == "random:0"
+        for item_id in ids:
+            item = feature.item(item_id)
+            rows = np.asarray(item["data"])
+            assert rows.shape[1:] == tuple(feature.item_shape) and len(rows) >= 1, name
+            assert np.isfinite(rows).all(), name
+            assert len(item["timestamps"]) == len(rows), name
+            assert np.all(np.diff(item["frame_indices"]) >= 0), name

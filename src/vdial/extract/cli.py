@@ -17,6 +17,21 @@ def _weights_map(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _options_map(items: list[str]) -> dict[str, dict[str, object]]:
+    import yaml
+
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        family, dot, option = key.partition(".")
+        if not (sep and dot and family and option):
+            raise typer.BadParameter(
+                f"expected FAMILY.OPTION=VALUE, got {item!r}", param_hint="--option"
+            )
+        out.setdefault(family, {})[option] = yaml.safe_load(value)
+    return out
+
+
 def extract(
     dataset: str = typer.Option(
         None, "--dataset", "-d", help="Dataset name: reads manifests/NAME, writes cache/NAME."
@@ -29,12 +44,22 @@ def extract(
     weights: list[str] = typer.Option(
         [], help="FAMILY=PATH to a local checkpoint, repeatable (default: $VDIAL_WEIGHTS)."
     ),
+    option: list[str] = typer.Option(
+        [],
+        help="FAMILY.OPTION=VALUE builder option, repeatable, e.g. faster-rcnn.regions=36 "
+        "(`vdial encoders --options` lists them).",
+    ),
     random_init: bool = typer.Option(
         False, "--random-init", help="Seeded random weights instead of a checkpoint (recorded)."
     ),
     seed: int = typer.Option(0, help="Seed for --random-init."),
     frames: int = typer.Option(None, help="Frames per video (default: each encoder's own)."),
-    backend: str = typer.Option("pyav", help="Decoder backend: pyav or decord."),
+    backend: str = typer.Option(
+        "pyav", help="Decoder backend: pyav (fastest in bench/decode.py), decord or torchcodec."
+    ),
+    decode_timeout: float = typer.Option(
+        300.0, help="Seconds a video may take to decode before it fails (0: no limit)."
+    ),
     batch_frames: int = typer.Option(64, help="Frames per forward pass."),
     device: str = typer.Option("cpu", help="Torch device for the encoders, e.g. cuda:0."),
     split: str = typer.Option(None, help="Only media of this split."),
@@ -57,10 +82,12 @@ def extract(
     config = ExtractConfig(
         encoders=tuple(encoder),
         weights=_weights_map(weights),
+        options=_options_map(option),
         random_init=random_init,
         seed=seed,
         frames=frames,
         backend=backend,
+        decode_timeout_s=decode_timeout or None,
         batch_frames=batch_frames,
         device=device,
         split=split,
@@ -85,18 +112,48 @@ def extract(
     console.print(f"time per stage: {timing}")
 
 
-def encoders() -> None:
-    """List the registered encoders, their sizes and where their checkpoints come from."""
+def encoders(
+    options: bool = typer.Option(False, help="Also list each family's builder options."),
+) -> None:
+    """List the registered encoders with the spec of every size (built without weights)."""
+    import torch
     from rich.console import Console
     from rich.table import Table
 
-    from vdial.extract.encoders import ENCODERS
+    from vdial.extract.encoders import ENCODERS, build_encoder, builder_options
 
-    table = Table(title="encoders (use --encoder FAMILY[:SIZE])")
-    for column in ("family", "sizes (default first)", "what"):
+    table = Table(title="encoders (use --encoder FAMILY[:SIZE]; * marks the papers' size)")
+    columns = ("encoder", "input px", "frames", "frames per unit", "stored: rows x tokens x dim")
+    for column in columns:
         table.add_column(column)
+    tapped = {}
     for name in ENCODERS:
         family = ENCODERS.get(name)
-        sizes = [family.default_size] + [s for s in family.sizes if s != family.default_size]
-        table.add_row(name, ", ".join(sizes), family.summary)
-    Console().print(table)
+        for size in family.sizes:
+            # The meta device gives the exact spec without allocating or loading weights.
+            with torch.device("meta"):
+                spec = build_encoder(f"{name}:{size}", random_init=True).spec
+            star = "*" if size == family.default_size else ""
+            rows = f"regions<={spec.max_regions}" if spec.max_regions else "T"
+            if spec.frames_per_row > 1:
+                rows = f"T/{spec.frames_per_row}"
+            shape = f"{rows} x {spec.tokens_per_frame} x {spec.dim}"
+            if spec.max_regions:
+                shape = f"{rows} x {spec.dim}"
+            table.add_row(
+                f"{name}:{size}{star}",
+                str(spec.input_size),
+                str(spec.frames),
+                str(spec.clip_len),
+                shape,
+            )
+            if size == family.default_size:
+                tapped[name] = spec.layer
+    console = Console()
+    console.print(table)
+    for name in ENCODERS:
+        console.print(f"[bold]{name}[/bold]: {ENCODERS.get(name).summary}")
+        console.print(f"    tapped: {tapped[name]}")
+        if options:
+            for key, default in builder_options(name).items():
+                console.print(f"    --option {name}.{key}=...  (default {default!r})")

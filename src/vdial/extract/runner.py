@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vdial import __version__
 from vdial.cache import FeatureStore
-from vdial.extract.decode import Backend, DecodeError, read_frames
+from vdial.extract.decode import DEFAULT_BACKEND, Backend, DecodeError, read_frames
 from vdial.extract.encoders import Encoder, build_encoder
 from vdial.manifests import Manifest
 
@@ -30,10 +31,12 @@ class ExtractConfig:
 
     encoders: tuple[str, ...]  # encoder refs, family[:size], e.g. ("dinov2:small",)
     weights: dict[str, str] = field(default_factory=dict)  # family -> local checkpoint path
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> builder options
     random_init: bool = False  # seeded random weights instead of a checkpoint (recorded)
     seed: int = 0  # seed for --random-init
     frames: int | None = None  # frames per video; None keeps each encoder's default
-    backend: Backend = "pyav"  # decoder: "pyav" or "decord"
+    backend: Backend = DEFAULT_BACKEND  # decoder: "pyav", "decord" or "torchcodec"
+    decode_timeout_s: float | None = 300.0  # a decode taking longer fails (None: no limit)
     batch_frames: int = 64  # frames per forward pass
     device: str = "cpu"  # torch device for the encoders
     split: str | None = None  # only media of this split
@@ -83,11 +86,16 @@ class _Batcher:
         if not self.items:
             return
         t0 = time.perf_counter()
-        batch = torch.cat([x for _, x, _, _ in self.items])
+        # Units are tensors (stacked into batches here) or, for encoders whose units differ in
+        # size, any other objects (passed on as lists).
+        flat = [unit for _, units, _, _ in self.items for unit in units]
         outputs: list = []
         with torch.inference_mode():
-            for chunk in batch.split(self.batch_units):
-                outputs.extend(self.encoder.encode(chunk.to(self.encoder.device)))
+            for k in range(0, len(flat), self.batch_units):
+                chunk = flat[k : k + self.batch_units]
+                if isinstance(chunk[0], torch.Tensor):
+                    chunk = torch.stack(chunk).to(self.encoder.device)
+                outputs.extend(self.encoder.encode(chunk))
         start = 0
         for item_id, units, timestamps, indices in self.items:
             rows, extras = self.encoder.to_rows(
@@ -117,6 +125,7 @@ def run_extraction(
             random_init=config.random_init,
             seed=config.seed,
             frames=config.frames,
+            options=config.options.get(ref.partition(":")[0]),
         ).to(config.device)
         for ref in config.encoders
     ]
@@ -169,7 +178,7 @@ def _extract_one(item_id, path, encoders, writers, batchers, config, summary) ->
     try:
         if path is None:
             raise DecodeError(item_id, "media file not found (manifest path is empty)")
-        decoded = read_frames(path, union, config.backend)
+        decoded = read_frames(path, union, config.backend, timeout_s=config.decode_timeout_s)
     except DecodeError as err:
         for enc in encoders:
             writers[enc.spec.name].fail(item_id, "decode", err.reason)
