@@ -42,6 +42,7 @@ class EncoderSpec:
     mean: tuple[float, ...]  # per-channel normalisation mean (RGB, 0..1 scale)
     std: tuple[float, ...]  # per-channel normalisation std
     interpolation: str  # resize filter: "bicubic" or "bilinear"
+    resize: str = "crop"  # "crop": short side to input_size, centre crop; "squash": no crop
     frames: int  # frames sampled per video
     sampling: str  # how frames are chosen, e.g. "uniform-segment-middle"
     layer: str  # tapped output, e.g. "block 22 of 24 (penultimate), no final norm"
@@ -125,8 +126,9 @@ class Encoder(abc.ABC):
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [T, H, W, 3] -> units; here (image encoders) float [T, 3, S, S].
 
-        Resize the short side (antialiased), centre crop, normalise. Video encoders group the
-        result into clips of `clip_len` frames.
+        Resize (antialiased) the short side and centre crop, or, with `resize="squash"`, both
+        sides to the input size (torchvision's `Resize((S, S))`, LAVIS and prismatic's
+        "resize-naive"); then normalise. Video encoders group the result into clips.
         """
         import torch
         import torch.nn.functional as F
@@ -140,6 +142,8 @@ class Encoder(abc.ABC):
         h, w = x.shape[-2:]
         scale = size / min(h, w)
         new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        if self.spec.resize == "squash":
+            new_h = new_w = size
         x = F.interpolate(
             x,
             size=(new_h, new_w),

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
 
 if TYPE_CHECKING:
@@ -77,32 +75,8 @@ SIZES: dict[str, EvaClipSize] = {
 }
 
 
-def squash_preprocess(frames: np.ndarray, spec: EncoderSpec) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [T, 3, S, S]: resize both sides to S (no crop), normalise.
-
-    This is torchvision's `Resize((S, S))` as LAVIS and prismatic's "resize-naive" use it; PIL
-    antialiases when it shrinks, so the tensor resize does too.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    size = spec.input_size
-    x = torch.tensor(frames).permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(
-        x, size=(size, size), mode=spec.interpolation, antialias=True, align_corners=False
-    ).clamp_(0.0, 1.0)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 class EvaClipEncoder(Encoder):
     """Output of the last block LAVIS keeps (CLS optionally kept first), no final norm."""
-
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        return squash_preprocess(frames, self.spec)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         tokens = self.model.forward_features(batch)  # pruned: the norm is an Identity
@@ -202,6 +176,7 @@ def build_eva_clip(
         mean=mean,
         std=std,
         interpolation="bicubic",
+        resize="squash",
         frames=frames,
         sampling="uniform-segment-middle",
         layer=f"block {depth - 2} of {depth} (0-based; the last LAVIS keeps), no final norm, "

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
-from vdial.extract.encoders.eva_clip import squash_preprocess
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -70,9 +68,6 @@ SIZES: dict[str, SiglipSize] = {
 
 class SiglipEncoder(Encoder):
     """Patch tokens of the penultimate block (SigLIP has no prefix tokens)."""
-
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        return squash_preprocess(frames, self.spec)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(batch)  # pruned: ends at the tapped block, no norm
@@ -139,6 +134,7 @@ def build_siglip(
         mean=SIGLIP_MEAN,
         std=SIGLIP_STD,
         interpolation="bicubic",
+        resize="squash",
         frames=frames,
         sampling="uniform-segment-middle",
         layer=f"block {depth - 2} of {depth} (0-based; penultimate), no final norm, no MAP head",
