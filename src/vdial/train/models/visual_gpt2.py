@@ -51,6 +51,9 @@ class VisualGPT2(nn.Module):
                 resid_pdrop=config.dropout,
                 embd_pdrop=config.dropout,
                 attn_pdrop=0.0,  # attention dropout triples the CPU cost of SDPA
+                # GPT-2's tanh-approximated GELU as one fused kernel (the default spells it out
+                # in Python ops: the same function, several times slower on CPU)
+                activation_function="gelu_pytorch_tanh",
                 bos_token_id=special["bos"],
                 eos_token_id=special["eos"],
                 pad_token_id=special["pad"],
