@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import write_video
 from vdial.cache import FeatureStore
+from vdial.extract.encoders import ENCODERS, build_encoder
 from vdial.extract.runner import ExtractConfig, run_extraction
 from vdial.manifests import read_folder
 
@@ -64,7 +65,6 @@ def test_a_different_spec_is_not_mixed_into_a_feature(folder, tmp_path):
 
 def test_every_encoder_extracts_the_synthetic_dataset_in_one_decode(tmp_path):
     """All registered families at their tiny size, in one run over synthetic AVSD videos."""
-    from vdial.extract.encoders import ENCODERS
     from vdial.manifests import read_avsd
     from vdial.synth import generate
 
@@ -90,3 +90,29 @@ def test_every_encoder_extracts_the_synthetic_dataset_in_one_decode(tmp_path):
             assert np.isfinite(rows).all(), name
             assert len(item["timestamps"]) == len(rows), name
             assert np.all(np.diff(item["frame_indices"]) >= 0), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_encoder_extracts_at_the_papers_size(name, tmp_path):
+    """The real architectures (random weights) through the runner: rows of the papers' shape."""
+    frames = np.random.default_rng(0).integers(0, 256, (20, 96, 128, 3), dtype=np.uint8)
+    (tmp_path / "v").mkdir()
+    write_video(tmp_path / "v" / "clip0.mp4", frames)
+    folder = read_folder(tmp_path / "v", name="one")
+    ref = f"{name}:{ENCODERS.get(name).default_size}"
+    with torch_meta():
+        spec = build_encoder(ref, random_init=True).spec
+    cfg = ExtractConfig(encoders=(ref,), random_init=True, frames=max(spec.clip_len, 1))
+    summary = run_extraction(folder, tmp_path / "s", cfg, progress=False)
+    assert summary.done == {name: 1} and not summary.failed
+    feature = FeatureStore.open(tmp_path / "s")[name]
+    rows = np.asarray(feature["clip0"])
+    assert rows.shape[1:] == tuple(feature.item_shape) and np.isfinite(rows).all()
+    assert feature.item_shape[-1] == spec.dim and feature.spec["size"] == spec.size
+
+
+def torch_meta():
+    import torch
+
+    return torch.device("meta")
