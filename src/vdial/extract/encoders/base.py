@@ -65,8 +65,27 @@ class EncoderSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
+WEIGHTS_ENV = "VDIAL_WEIGHTS"
+
+
 class WeightsError(FileNotFoundError):
     """A checkpoint is missing or does not match the architecture."""
+
+
+def find_weights(family: str, size: str, names: tuple[str, ...], source: str) -> Path:
+    """The first of `names` under $VDIAL_WEIGHTS/<family>/, or an error saying what to get."""
+    import os
+
+    root = os.environ.get(WEIGHTS_ENV)
+    candidates = [Path(root) / family / name for name in names] if root else []
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = ", ".join(str(p) for p in candidates) or f"${WEIGHTS_ENV}/{family}/<file> (unset)"
+    raise WeightsError(
+        f"no checkpoint for {family}:{size}: expected one of {list(names)} at {where}. "
+        f"Source: {source}. Pass --weights PATH, set {WEIGHTS_ENV}, or use --random-init."
+    )
 
 
 def file_digest(path: str | Path) -> str:

@@ -10,12 +10,17 @@ the former and resamples position embeddings to the input size.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import (
+    Encoder,
+    EncoderSpec,
+    WeightsError,
+    file_digest,
+    find_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +28,6 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,16 +97,7 @@ class Dinov2Encoder(Encoder):
 def find_checkpoint(size: str) -> Path:
     """Look for the size's checkpoint under $VDIAL_WEIGHTS/dinov2/, or explain what is missing."""
     cfg = SIZES[size]
-    root = os.environ.get(WEIGHTS_ENV)
-    candidates = [Path(root) / "dinov2" / name for name in cfg.checkpoints] if root else []
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = ", ".join(str(p) for p in candidates) or f"${WEIGHTS_ENV}/dinov2/<file> (unset)"
-    raise WeightsError(
-        f"no checkpoint for dinov2:{size}: expected one of {list(cfg.checkpoints)} at {where}. "
-        f"Source: {cfg.source}. Pass --weights PATH, set {WEIGHTS_ENV}, or use --random-init."
-    )
+    return find_weights("dinov2", size, cfg.checkpoints, cfg.source)
 
 
 def build_dinov2(

@@ -22,13 +22,18 @@ with the final norm and head removed, so the pruned model's keys are exactly LAV
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import (
+    Encoder,
+    EncoderSpec,
+    WeightsError,
+    file_digest,
+    find_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +44,6 @@ NORMALISATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 PATCH = 14
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 # upstream parts LAVIS never runs: the final norm and heads (the last block is handled by index)
 _UNUSED_PREFIXES = ("norm.", "fc_norm.", "head.")
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
@@ -112,16 +116,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module) -
 def find_checkpoint(size: str) -> Path:
     """Look for the size's checkpoint under $VDIAL_WEIGHTS/eva-clip/, or explain what is missing."""
     cfg = SIZES[size]
-    root = os.environ.get(WEIGHTS_ENV)
-    candidates = [Path(root) / "eva-clip" / name for name in cfg.checkpoints] if root else []
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = ", ".join(str(p) for p in candidates) or f"${WEIGHTS_ENV}/eva-clip/<file> (unset)"
-    raise WeightsError(
-        f"no checkpoint for eva-clip:{size}: expected one of {list(cfg.checkpoints)} at {where}. "
-        f"Source: {cfg.source}. Pass --weights PATH, set {WEIGHTS_ENV}, or use --random-init."
-    )
+    return find_weights("eva-clip", size, cfg.checkpoints, cfg.source)
 
 
 def build_eva_clip(

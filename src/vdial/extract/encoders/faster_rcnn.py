@@ -20,7 +20,6 @@ res5.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import (
+    Encoder,
+    EncoderSpec,
+    WeightsError,
+    file_digest,
+    find_weights,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +42,6 @@ if TYPE_CHECKING:
     from vdial.extract.encoders.bottom_up import Detections
 
 NAME = "faster-rcnn"
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 PIXEL_MEANS_BGR = (102.9801, 115.9465, 122.7717)  # caffe cfg.PIXEL_MEANS, 0..255
 BoxSource = Literal["proposal", "regressed"]
 
@@ -287,16 +291,7 @@ class FasterRcnnEncoder(Encoder):
 def find_checkpoint(size: str) -> Path:
     """Look for the size's checkpoint under $VDIAL_WEIGHTS/faster-rcnn/, or explain."""
     cfg = SIZES[size]
-    root = os.environ.get(WEIGHTS_ENV)
-    candidates = [Path(root) / NAME / name for name in cfg.checkpoints] if root else []
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = ", ".join(str(p) for p in candidates) or f"${WEIGHTS_ENV}/{NAME}/<file> (unset)"
-    raise WeightsError(
-        f"no checkpoint for {NAME}:{size}: expected one of {list(cfg.checkpoints)} at {where}. "
-        f"Source: {cfg.source}. Pass --weights PATH, set {WEIGHTS_ENV}, or use --random-init."
-    )
+    return find_weights(NAME, size, cfg.checkpoints, cfg.source)
 
 
 def build_faster_rcnn(

@@ -37,14 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import WEIGHTS_ENV, Encoder, EncoderSpec, WeightsError, file_digest
 
 if TYPE_CHECKING:
     import torch
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PREFIX = "vision_model."  # upstream `LanguageBindVideo.vision_model`
 # vision_config fields that fix the architecture and the token grid

@@ -25,7 +25,6 @@ is not built and its weights are skipped.
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import (
+    Encoder,
+    EncoderSpec,
+    WeightsError,
+    file_digest,
+    find_weights,
+)
 from vdial.extract.sampling import clip_indices, uniform_indices
 
 if TYPE_CHECKING:
@@ -41,7 +46,6 @@ if TYPE_CHECKING:
 
 HARA_MEAN = (114.7748, 107.7354, 99.4750)  # ActivityNet RGB mean on 0-255 pixels (mean.py)
 EXPANSION = 2  # bottleneck output channels = 2 * planes (Hara's ResNeXtBottleneck.expansion)
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 HARA_SOURCE = (
     "kenshohara/3D-ResNets-PyTorch pretrained models (Google Drive folder "
     "1zvl89AgFAApbH0At-gMuZSeQB_LpNP-M): resnext-101-kinetics.pth "
@@ -245,17 +249,7 @@ class ResNeXt3dEncoder(Encoder):
 def find_checkpoint(size: str) -> Path:
     """Look for the size's checkpoint under $VDIAL_WEIGHTS/resnext3d/, or explain what's missing."""
     cfg = SIZES[size]
-    root = os.environ.get(WEIGHTS_ENV)
-    candidates = [Path(root) / "resnext3d" / name for name in cfg.checkpoints] if root else []
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = ", ".join(str(p) for p in candidates) or f"${WEIGHTS_ENV}/resnext3d/<file> (unset)"
-    raise WeightsError(
-        f"no checkpoint for resnext3d:{size}: expected one of {list(cfg.checkpoints)} at "
-        f"{where}. Source: {cfg.source}. Pass --weights PATH, set {WEIGHTS_ENV}, "
-        "or use --random-init."
-    )
+    return find_weights("resnext3d", size, cfg.checkpoints, cfg.source)
 
 
 def build_resnext3d(

@@ -19,19 +19,23 @@ blocks after the tapped one, the final norm and the MAP head are pruned after lo
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import (
+    Encoder,
+    EncoderSpec,
+    WeightsError,
+    file_digest,
+    find_weights,
+)
 
 if TYPE_CHECKING:
     import torch
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,16 +80,7 @@ class SiglipEncoder(Encoder):
 def find_checkpoint(size: str) -> Path:
     """Look for the size's checkpoint under $VDIAL_WEIGHTS/siglip/, or explain what is missing."""
     cfg = SIZES[size]
-    root = os.environ.get(WEIGHTS_ENV)
-    candidates = [Path(root) / "siglip" / name for name in cfg.checkpoints] if root else []
-    for path in candidates:
-        if path.is_file():
-            return path
-    where = ", ".join(str(p) for p in candidates) or f"${WEIGHTS_ENV}/siglip/<file> (unset)"
-    raise WeightsError(
-        f"no checkpoint for siglip:{size}: expected one of {list(cfg.checkpoints)} at {where}. "
-        f"Source: {cfg.source}. Pass --weights PATH, set {WEIGHTS_ENV}, or use --random-init."
-    )
+    return find_weights("siglip", size, cfg.checkpoints, cfg.source)
 
 
 def build_siglip(

@@ -33,12 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vdial.extract.encoders.base import Encoder, EncoderSpec, WeightsError, file_digest
+from vdial.extract.encoders.base import WEIGHTS_ENV, Encoder, EncoderSpec, WeightsError, file_digest
 
 if TYPE_CHECKING:
     import torch
 
-WEIGHTS_ENV = "VDIAL_WEIGHTS"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # transformers' order of preference
 # VivitImageProcessor: x * (1/127.5) - 1, then (x - 0.5) / 0.5  ==  (x/255 - 0.75) / 0.25
 PROCESSOR_MEAN = (0.75, 0.75, 0.75)
