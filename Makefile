@@ -20,7 +20,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[eval,dev,bench]'
+	$(BIN)/pip install -q -e '.[eval,dev,bench,s3]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install vdial with its extras (no-op when up to date)

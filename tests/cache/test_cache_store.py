@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -86,17 +87,34 @@ def test_opening_reads_metadata_only_and_an_item_reads_only_its_chunks(
     reopened.fingerprint()
     assert keys and all(k.endswith("zarr.json") for k in keys), keys
 
-    keys.clear()
-    segment, offset, length = reopened.location("v06")
-    chunk_rows = zarr.open_array(
+    # An item's rows come straight from its shard: the index once per segment, then its bytes.
+    reads = []
+    real_pread, real_preadv = os.pread, os.preadv
+    monkeypatch.setattr(
+        os, "pread", lambda fd, n, off: reads.append(("index", n)) or real_pread(fd, n, off)
+    )
+    monkeypatch.setattr(
+        os,
+        "preadv",
+        lambda fd, bufs, off: (
+            reads.append(("rows", sum(len(b) for b in bufs))) or real_preadv(fd, bufs, off)
+        ),
+    )
+    segment, _, _ = reopened.location("v06")
+    array = zarr.open_array(
         LocalStore(store.path, read_only=True), path=f"dinov2/segments/{segment}/data", mode="r"
-    ).chunks[0]
-    keys.clear()
-    reopened["v06"]
-    chunk_keys = {k for k in keys if not k.endswith("zarr.json")}
-    first, last = offset // chunk_rows, (offset + length - 1) // chunk_rows
-    expected = {f"dinov2/segments/{segment}/data/c/{c}/0/0" for c in range(first, last + 1)}
-    assert chunk_keys == expected
+    )
+    np.testing.assert_array_equal(
+        reopened["v06"], ragged_item("v06", rows_of("v06")).astype(np.float16)
+    )
+    row_bytes = 16 * 8 * 2  # item_shape (16, 8) float16
+    index_bytes = -(-array.shape[0] // array.chunks[0]) * 16 + 4
+    assert ("index", index_bytes) in reads
+    assert sum(n for what, n in reads if what == "rows") == rows_of("v06") * row_bytes
+    reads.clear()
+    same_segment = [i for i in ids if reopened.location(i)[0] == segment and i != "v06"][0]
+    reopened[same_segment]
+    assert [what for what, _ in reads] == ["rows"] * len(reads)  # the index is read once
 
 
 def test_open_modes(tmp_path: Path):
@@ -229,10 +247,10 @@ def test_creators_racing_for_a_store_and_a_feature_share_them(tmp_path, monkeypa
     path = tmp_path / "store"
     look_for_store = store_module._open_existing
 
-    def lose_store_race(p):
-        found = look_for_store(p)  # nothing there yet...
+    def lose_store_race(location):
+        found = look_for_store(location)  # nothing there yet...
         monkeypatch.setattr(store_module, "_open_existing", look_for_store)
-        FeatureStore.open(p, "a").create_feature("f", item_shape=(2,), spec={"k": 1})  # ...now
+        FeatureStore.open(location.path, "a").create_feature("f", item_shape=(2,), spec={"k": 1})
         return found
 
     monkeypatch.setattr(store_module, "_open_existing", lose_store_race)

@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from vdial.cache.index import SEGMENT_KEY, SEGMENTS, MergedIndex, SegmentIndex
+from vdial.cache.shards import DirectShard
 from vdial.cache.writer import FeatureWriter
 
 
@@ -26,6 +27,7 @@ class Feature:
         self.name = name
         self.read_only = read_only
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._direct: dict[str, DirectShard | None] = {}
         self._index = MergedIndex()
         self._uncommitted: list[str] = []
         self.refresh()
@@ -155,6 +157,11 @@ class Feature:
     def __getitem__(self, item_id: str) -> np.ndarray:
         """The item's rows, shape (rows, *item_shape), in the feature's dtype."""
         segment, offset, length = self.location(item_id)
+        if segment not in self._direct:
+            self._direct[segment] = DirectShard.of(self._array(segment, "data"))
+        direct = self._direct[segment]
+        if direct is not None:
+            return direct.read(offset, offset + length)
         return self._array(segment, "data")[offset : offset + length]
 
     def item(self, item_id: str) -> dict[str, np.ndarray]:
@@ -175,11 +182,12 @@ class Feature:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def writer(self, *, segment_items: int = 64) -> FeatureWriter:
-        """A buffered writer that commits a segment every `segment_items` items (or failures)."""
+    def writer(self, *, segment_items: int = 64, segment_bytes: int = 256 * 2**20) -> FeatureWriter:
+        """A buffered writer that commits a segment every `segment_items` items (or failures)
+        or `segment_bytes` of buffered data, whichever comes first."""
         if self.read_only:
             raise PermissionError(f"feature {self.name!r} was opened read-only (mode 'r')")
-        return FeatureWriter(self, segment_items=segment_items)
+        return FeatureWriter(self, segment_items=segment_items, segment_bytes=segment_bytes)
 
     def _create_segment(self, name: str) -> zarr.Group:
         return self._group.create_group(f"{SEGMENTS}/{name}")

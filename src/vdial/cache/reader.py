@@ -14,15 +14,19 @@ from typing import Any
 import numpy as np
 
 from vdial.cache.feature import Feature
+from vdial.cache.location import is_url
 from vdial.cache.store import FeatureStore
 
 
 class FeatureReader:
     """Read items of `feature` in store `path` by id; safe to send to worker processes."""
 
-    def __init__(self, path: str | Path, feature: str) -> None:
-        self.path = Path(path)
+    def __init__(
+        self, path: str | Path, feature: str, *, storage_options: dict[str, Any] | None = None
+    ) -> None:
+        self.path = path if is_url(path) else Path(path)
         self.feature_name = feature
+        self.storage_options = dict(storage_options or {})
         self._feature: Feature | None = None
         self._pid: int | None = None
 
@@ -30,10 +34,14 @@ class FeatureReader:
         return f"FeatureReader({str(self.path)!r}, {self.feature_name!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "feature": self.feature_name}
+        return {
+            "path": self.path,
+            "feature": self.feature_name,
+            "storage_options": self.storage_options,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["feature"])
+        self.__init__(state["path"], state["feature"], storage_options=state["storage_options"])
 
     @property
     def is_open(self) -> bool:
@@ -43,7 +51,8 @@ class FeatureReader:
     @property
     def feature(self) -> Feature:
         if not self.is_open:
-            self._feature = FeatureStore.open(self.path, "r")[self.feature_name]
+            store = FeatureStore.open(self.path, "r", storage_options=self.storage_options or None)
+            self._feature = store[self.feature_name]
             self._pid = os.getpid()
         return self._feature
 

@@ -15,7 +15,6 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 from zarr.errors import ContainsGroupError, NodeNotFoundError
-from zarr.storage import LocalStore
 
 from vdial.cache.feature import Feature
 from vdial.cache.index import (
@@ -25,6 +24,7 @@ from vdial.cache.index import (
     STORE_VERSION_KEY,
     check_feature_name,
 )
+from vdial.cache.location import Location, open_location
 
 Mode = Literal["r", "a", "w"]
 
@@ -74,8 +74,8 @@ def feature_attrs(
 class FeatureStore:
     """A dataset's features, keyed by (possibly nested) name, e.g. "dinov2/pool4x4"."""
 
-    def __init__(self, path: Path, root: zarr.Group, *, read_only: bool) -> None:
-        self.path = path
+    def __init__(self, path: str | Path, root: zarr.Group, *, read_only: bool) -> None:
+        self.path = path  # a Path, or a URL string for a store on object storage
         self.read_only = read_only
         self._root = root
 
@@ -83,32 +83,43 @@ class FeatureStore:
         return f"FeatureStore({str(self.path)!r}, features={self.features})"
 
     @classmethod
-    def open(cls, path: str | Path, mode: Mode = "r") -> FeatureStore:
+    def open(
+        cls,
+        path: str | Path,
+        mode: Mode = "r",
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ) -> FeatureStore:
         """Open a store. "r": must exist; "a": create if missing; "w": delete and recreate.
 
-        "a" and "w" refuse a non-empty folder that is not a vdial store, so a mistyped path
-        never wipes or adopts unrelated files.
+        `path` is a local path or an fsspec URL (`s3://bucket/prefix`, with `storage_options`
+        such as `endpoint_url` passed to the filesystem). "a" and "w" refuse a non-empty location
+        that is not a vdial store, so a mistyped path never wipes or adopts unrelated files.
         """
-        path = Path(path)
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
+        location = open_location(path, storage_options)
         # Look for foreign files before looking for a store: a store another process creates
         # in between is then found below instead of being mistaken for foreign files.
-        occupied = path.is_file() or (path.is_dir() and any(path.iterdir()))
-        existing = _open_existing(path)
+        occupied = location.occupied()
+        existing = _open_existing(location)
         if mode == "r":
             if existing is None:
-                raise FileNotFoundError(f"no vdial feature store at {path}")
-            return cls(path, existing, read_only=True)
+                raise FileNotFoundError(f"no vdial feature store at {location.path}")
+            return cls(location.path, existing, read_only=True)
         if existing is None and occupied:
-            raise FileExistsError(f"{path} exists and is not a vdial feature store; left as is")
+            raise FileExistsError(
+                f"{location.path} exists and is not a vdial feature store; left as is"
+            )
         attrs = {STORE_VERSION_KEY: STORE_VERSION}
         # "a" never deletes anything: processes racing to create one store all end up using it.
         try:
-            root = zarr.open_group(LocalStore(path), mode=mode, zarr_format=3, attributes=attrs)
+            root = zarr.open_group(
+                location.store(read_only=False), mode=mode, zarr_format=3, attributes=attrs
+            )
         except ContainsGroupError:  # another process created the store since we looked
-            root = zarr.open_group(LocalStore(path), mode="r+", zarr_format=3)
-        return cls(path, root, read_only=False)
+            root = zarr.open_group(location.store(read_only=False), mode="r+", zarr_format=3)
+        return cls(location.path, root, read_only=False)
 
     # -- features ---------------------------------------------------------------------------
 
@@ -233,18 +244,19 @@ def spec_summary(spec: dict[str, Any]) -> tuple[str | None, str | None]:
     return (None if name is None else str(name), None if weights is None else str(weights))
 
 
-def _open_existing(path: Path) -> zarr.Group | None:
-    """The store's root group if `path` holds a vdial store, None if it holds no Zarr group."""
+def _open_existing(location: Location) -> zarr.Group | None:
+    """The store's root group if the location holds a vdial store, None if it holds no group."""
     try:
-        root = zarr.open_group(LocalStore(path, read_only=True), mode="r", zarr_format=3)
+        root = zarr.open_group(location.store(read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, NotADirectoryError, NodeNotFoundError):
         return None
     version = root.attrs.get(STORE_VERSION_KEY)
     if version is None:
-        raise ValueError(f"{path} is a Zarr group but not a vdial feature store")
+        raise ValueError(f"{location.path} is a Zarr group but not a vdial feature store")
     if version > STORE_VERSION:
         raise ValueError(
-            f"{path} is a version {version} feature store; this vdial reads up to {STORE_VERSION}"
+            f"{location.path} is a version {version} feature store; this vdial reads up to "
+            f"{STORE_VERSION}"
         )
     return root
 

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vdial.cache.index import SEGMENT_KEY, SegmentIndex
+from vdial.cache.shards import create_segment_array
 
 if TYPE_CHECKING:
-    import zarr
-
     from vdial.cache.feature import Feature
 
 
@@ -53,11 +52,17 @@ class FeatureWriter:
     added before.
     """
 
-    def __init__(self, feature: Feature, *, segment_items: int = 64) -> None:
+    def __init__(
+        self, feature: Feature, *, segment_items: int = 64, segment_bytes: int = 256 * 2**20
+    ) -> None:
         if segment_items < 1:
             raise ValueError(f"segment_items must be >= 1, got {segment_items}")
+        if segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be >= 1, got {segment_bytes}")
         self.feature = feature
         self.segment_items = segment_items
+        self.segment_bytes = segment_bytes
+        self._buffered_bytes = 0
         self.writer_id = uuid.uuid4().hex[:8]
         self._seq = 0
         self._items: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
@@ -100,7 +105,11 @@ class FeatureWriter:
                 )
             cast_extras[name] = value
         self._failures.pop(item_id, None)
+        previous = self._items.pop(item_id, None)
+        if previous is not None:
+            self._buffered_bytes -= _nbytes(previous)
         self._items[item_id] = (rows, cast_extras)
+        self._buffered_bytes += _nbytes(self._items[item_id])
         self._maybe_flush()
 
     def fail(self, item_id: str, stage: str, message: str) -> None:
@@ -109,7 +118,9 @@ class FeatureWriter:
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        if len(self._items) + len(self._failures) >= self.segment_items:
+        # A segment is one shard per column, written whole: bound it by items and by bytes.
+        full = len(self._items) + len(self._failures) >= self.segment_items
+        if full or self._buffered_bytes >= self.segment_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -122,6 +133,7 @@ class FeatureWriter:
         self.feature._register(index)
         self._items.clear()
         self._failures.clear()
+        self._buffered_bytes = 0
 
     close = flush
 
@@ -136,7 +148,7 @@ class FeatureWriter:
         for column, (shape, dtype) in columns.items():
             parts = [r if column == "data" else ext[column] for r, ext in self._items.values()]
             values = np.concatenate(parts) if parts else np.empty((0, *shape), dtype)
-            _write_array(group, column, values, chunk_rows)
+            create_segment_array(group, column, values, chunk_rows)
         index = SegmentIndex(
             name=name,
             committed_at=time.time_ns(),
@@ -149,17 +161,6 @@ class FeatureWriter:
         return index
 
 
-def _write_array(group: zarr.Group, name: str, values: np.ndarray, chunk_rows: int) -> None:
-    array = group.create_array(
-        name,
-        shape=values.shape,
-        dtype=values.dtype,
-        chunks=(chunk_rows, *values.shape[1:]),
-        # float16 activations barely compress; skipping the codec keeps reads cheap.
-        compressors=None if values.dtype == np.float16 else "auto",
-        fill_value=0,
-        # Store every chunk, zeros included, so a missing chunk always means damage.
-        config={"write_empty_chunks": True},
-    )
-    if values.shape[0]:
-        array[...] = values
+def _nbytes(item: tuple[np.ndarray, dict[str, np.ndarray]]) -> int:
+    rows, extras = item
+    return rows.nbytes + sum(v.nbytes for v in extras.values())
