@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import random
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +16,7 @@ from zarr.storage import LocalStore
 from tests.cache.cache_testlib import SPEC, ragged_item, rows_of
 from vdial.cache import FeatureStore
 from vdial.cache.index import SegmentIndex
+from vdial.cache.verify import verify_store
 
 
 def _add(writer, item_id: str, scale: float = 1.0) -> np.ndarray:
@@ -171,6 +176,71 @@ def test_two_writer_processes_create_and_fill_one_feature(tmp_path):
     for item_id in ids:
         expected = ragged_item(item_id, rows_of(item_id)).astype(np.float16)
         np.testing.assert_array_equal(feature[item_id], expected)
+
+
+def _resuming_worker(path: str, ids: list[str], done) -> None:
+    """Write the ids the feature does not hold yet, slowly, counting them in `done`."""
+    feature = FeatureStore.open(path, "a").create_feature(
+        "dinov2",
+        item_shape=(16, 8),
+        spec=SPEC,
+        extras={"timestamps": ((), "float32")},
+        exist_ok=True,
+    )
+    with feature.writer(segment_items=3) as writer:
+        for item_id in feature.missing(ids):
+            writer.add(
+                item_id,
+                ragged_item(item_id, rows_of(item_id)),
+                timestamps=np.arange(rows_of(item_id)),
+            )
+            with done.get_lock():
+                done.value += 1
+            time.sleep(0.01)
+
+
+def test_two_writers_one_killed_and_restarted_equal_one_uninterrupted_writer(tmp_path):
+    ids = [f"vid{i:03d}" for i in range(40)]
+    ctx = multiprocessing.get_context("spawn")
+
+    def run(path, part, done):
+        process = ctx.Process(target=_resuming_worker, args=(str(path), part, done))
+        process.start()
+        return process
+
+    # The counters must outlive the children's start-up, which unpickles their semaphores.
+    counts = [ctx.Value("i", 0) for _ in range(4)]
+    reference = tmp_path / "one"
+    single = run(reference, ids, counts[0])
+    single.join(timeout=120)
+
+    path = tmp_path / "two"
+    seed = int(time.time())  # a random moment, printed so that a failure can be replayed
+    rng = random.Random(seed)
+    kill_after, extra_wait = rng.randint(1, 18), rng.uniform(0, 0.01)
+    workers = [run(path, ids[k::2], counts[1 + k]) for k in range(2)]
+    while counts[2].value < kill_after and workers[1].is_alive():
+        time.sleep(0.001)
+    time.sleep(extra_wait)
+    os.kill(workers[1].pid, signal.SIGKILL)
+    workers[1].join()
+    assert workers[1].exitcode == -signal.SIGKILL, f"seed {seed}"
+    restarted = run(path, ids[1::2], counts[3])
+    for process in (workers[0], restarted):
+        process.join(timeout=120)
+    assert (single.exitcode, workers[0].exitcode, restarted.exitcode) == (0, 0, 0)
+
+    store = FeatureStore.open(path)
+    report = verify_store(store, expected_ids=ids)
+    assert report.ok, (seed, report.problems)
+    assert {p.kind for p in report.problems} <= {"uncommitted"}  # what the kill interrupted
+    written, expected = store["dinov2"], FeatureStore.open(reference)["dinov2"]
+    assert sorted(written.ids) == sorted(expected.ids) == ids
+    assert written.content_digest() == expected.content_digest(), f"seed {seed}"
+    for item_id in ids:
+        for name, values in expected.item(item_id).items():
+            got = written.item(item_id)[name]
+            assert got.dtype == values.dtype and got.tobytes() == values.tobytes()
 
 
 def test_add_copies_a_reused_caller_buffer(make_feature):

@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 import zarr
 
-from vdial.cache.index import SEGMENT_KEY, SEGMENTS, MergedIndex, SegmentIndex
+from vdial.cache.index import (
+    SEGMENT_KEY,
+    SEGMENTS,
+    MergedIndex,
+    SegmentIndex,
+    definition_digest,
+)
 from vdial.cache.shards import DirectShard
 from vdial.cache.writer import FeatureWriter
 
@@ -30,6 +36,7 @@ class Feature:
         self._direct: dict[str, DirectShard | None] = {}
         self._index = MergedIndex()
         self._uncommitted: list[str] = []
+        self._malformed: dict[str, str] = {}
         self.refresh()
 
     def __repr__(self) -> str:
@@ -67,18 +74,26 @@ class Feature:
     # -- index ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the segment indexes, picking up segments other writers committed since."""
-        committed, uncommitted = [], []
-        for seg_name, seg in self._segment_groups():
+        """Re-read the segment indexes, picking up segments other writers committed since.
+
+        A segment whose index cannot be parsed (damage, or a newer vdial) is left out and
+        listed in `malformed_segments`, so one bad segment costs its items, not the feature.
+        """
+        committed, uncommitted, malformed = [], [], {}
+        for seg_name, seg in self.segment_groups():
             index = seg.attrs.get(SEGMENT_KEY)
             if index is None:
                 uncommitted.append(seg_name)
-            else:
+                continue
+            try:
                 committed.append(SegmentIndex.from_attrs(seg_name, index))
+            except (KeyError, TypeError, ValueError) as err:
+                malformed[seg_name] = f"{type(err).__name__}: {err}"
         self._index = MergedIndex.build(committed)
         self._uncommitted = sorted(uncommitted)
+        self._malformed = malformed
 
-    def _segment_groups(self) -> Iterator[tuple[str, zarr.Group]]:
+    def segment_groups(self) -> Iterator[tuple[str, zarr.Group]]:
         try:
             segments = self._group[SEGMENTS]
         except KeyError:  # a feature nobody has written to yet
@@ -125,6 +140,16 @@ class Feature:
         """Segment groups without an index: being written now, or left by a crashed writer."""
         return list(self._uncommitted)
 
+    @property
+    def malformed_segments(self) -> dict[str, str]:
+        """Segments left out because their index is unreadable: name -> why."""
+        return dict(self._malformed)
+
+    def holds_in(self, item_id: str, segment: str) -> bool:
+        """Whether the visible copy of `item_id` is the one in `segment`."""
+        entry = self._index.entries.get(item_id)
+        return entry is not None and entry[0] == segment
+
     def location(self, item_id: str) -> tuple[str, int, int]:
         """(segment, first row, rows) of an item."""
         try:
@@ -144,6 +169,20 @@ class Feature:
         digest.update(json.dumps(self.attrs, sort_keys=True).encode())
         for item_id in sorted(self._index.entries):
             digest.update(json.dumps([item_id, *self._index.entries[item_id]]).encode() + b"\n")
+        return digest.hexdigest()
+
+    def content_digest(self) -> str:
+        """sha256 over the definition and every item's id, rows and extras, in id order, and the
+        failures: equal for two features holding bit-identical items, however they were written
+        (segments, writers, resumes). Reads all the data."""
+        digest = hashlib.sha256()
+        digest.update(definition_digest(self.attrs).encode())
+        for item_id in sorted(self._index.entries):
+            digest.update(json.dumps(item_id).encode())
+            for name, values in self.item(item_id).items():
+                digest.update(f"{name}{values.shape}".encode())
+                digest.update(np.ascontiguousarray(values).tobytes())
+        digest.update(json.dumps(self.failures, sort_keys=True).encode())
         return digest.hexdigest()
 
     # -- data -------------------------------------------------------------------------------
@@ -176,7 +215,7 @@ class Feature:
     def nbytes_stored(self) -> int:
         """Bytes of this feature's segments on disk (not counting nested features)."""
         total = 0
-        for _, seg in self._segment_groups():
+        for _, seg in self.segment_groups():
             total += sum(array.nbytes_stored() for _, array in seg.arrays())
         return total
 

@@ -10,6 +10,8 @@ without reading any item data.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,21 @@ def check_feature_name(name: str) -> str:
     return name
 
 
+def definition_digest(attrs: Mapping[str, Any]) -> str:
+    """sha256 of what a feature's items mean (spec, item shape, dtype, extras, transform).
+
+    Every segment records the digest its writer saw, so segments copied in from a store made
+    with another spec are caught by `verify` rather than silently mixed.
+    """
+    lineage = attrs.get("lineage") or {}
+    definition = {
+        **{key: attrs.get(key) for key in ("spec", "item_shape", "dtype", "extras")},
+        "parent": lineage.get("parent"),
+        "transform": lineage.get("transform"),
+    }
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True, kw_only=True)
 class SegmentIndex:
     """The committed index of one segment."""
@@ -47,6 +64,8 @@ class SegmentIndex:
     offsets: tuple[int, ...]  # first row of each item in the segment's arrays
     lengths: tuple[int, ...]  # rows of each item (axis 0 is ragged)
     failures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # id -> stage, message
+    definition: str | None = None  # definition_digest of the feature when this was written
+    writer: Mapping[str, Any] = field(default_factory=dict)  # host, pid, vdial version
 
     @property
     def order(self) -> tuple[int, str]:
@@ -61,6 +80,8 @@ class SegmentIndex:
             "offsets": list(self.offsets),
             "lengths": list(self.lengths),
             "failures": {k: dict(v) for k, v in self.failures.items()},
+            "definition": self.definition,
+            "writer": dict(self.writer),
         }
 
     @classmethod
@@ -84,6 +105,8 @@ class SegmentIndex:
             offsets=tuple(int(o) for o in offsets),
             lengths=tuple(int(n) for n in lengths),
             failures={k: dict(v) for k, v in attrs.get("failures", {}).items()},
+            definition=attrs.get("definition"),
+            writer=dict(attrs.get("writer", {})),
         )
 
 

@@ -150,13 +150,39 @@ def read_index(fd: int, chunks: int, path: Path) -> np.ndarray:
     want = chunks * 16 + _CRC
     if size < want:
         raise CorruptShardError(f"{path}: {size} bytes, too short for a {chunks}-chunk index")
-    raw = os.pread(fd, want, size - want)
+    return parse_index(os.pread(fd, want, size - want), chunks, size - want, path)
+
+
+def parse_index(raw: bytes, chunks: int, data_bytes: int, path: Path | str) -> np.ndarray:
+    """Check the index bytes `raw` (with their CRC) of a shard holding `data_bytes` of chunks."""
     if google_crc32c.value(raw[:-_CRC]) != int.from_bytes(raw[-_CRC:], "little"):
-        raise CorruptShardError(f"{path}: the shard index fails its checksum")
+        raise CorruptShardError(
+            f"{path}: the shard index fails its checksum (the file is damaged or truncated)"
+        )
     index = np.frombuffer(raw[:-_CRC], dtype="<u8").reshape(chunks, 2)
     held = index[:, 0] != _EMPTY
     ends = index[held, 0] + index[held, 1]
-    if ends.size and int(ends.max()) > size - want:
-        chunk = int(np.flatnonzero(held)[np.argmax(ends > size - want)])
+    if ends.size and int(ends.max()) > data_bytes:
+        chunk = int(np.flatnonzero(held)[np.argmax(ends > data_bytes)])
         raise CorruptShardError(f"{path}: truncated, inner chunk {chunk} ends past the data")
     return index
+
+
+def shard_problems(raw: bytes, chunks: int, path: str) -> list[str]:
+    """Everything wrong with a whole shard's bytes: its index, absent chunks, failed CRCs."""
+    want = chunks * 16 + _CRC
+    if len(raw) < want:
+        return [f"{path}: {len(raw)} bytes, too short for a {chunks}-chunk index (truncated)"]
+    try:
+        index = parse_index(raw[-want:], chunks, len(raw) - want, path)
+    except CorruptShardError as err:
+        return [str(err)]
+    problems = []
+    for chunk, (offset, length) in enumerate(index.tolist()):
+        if offset == _EMPTY:
+            problems.append(f"{path}: inner chunk {chunk} is absent")
+            continue
+        body = raw[offset : offset + length]
+        if google_crc32c.value(body[:-_CRC]) != int.from_bytes(body[-_CRC:], "little"):
+            problems.append(f"{path}: inner chunk {chunk} fails its checksum")
+    return problems

@@ -8,14 +8,17 @@ never exposes half an item and loses at most the items still buffered.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
+from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vdial.cache.index import SEGMENT_KEY, SegmentIndex
+from vdial.cache.index import SEGMENT_KEY, SegmentIndex, definition_digest
 from vdial.cache.shards import create_segment_array
 
 if TYPE_CHECKING:
@@ -70,6 +73,12 @@ class FeatureWriter:
         self._item_shape = feature.item_shape
         self._dtype = feature.dtype
         self._extras = feature.extras
+        self._definition = definition_digest(feature.attrs)
+        self._provenance = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "vdial": _version(),
+        }
 
     def __enter__(self) -> FeatureWriter:
         return self
@@ -156,9 +165,18 @@ class FeatureWriter:
             offsets=tuple(offsets),
             lengths=tuple(lengths),
             failures={k: dict(v) for k, v in self._failures.items()},
+            definition=self._definition,
+            writer=self._provenance,
         )
         group.update_attributes({SEGMENT_KEY: index.to_attrs()})  # the commit
         return index
+
+
+def _version() -> str:
+    try:
+        return version("vdial")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def _nbytes(item: tuple[np.ndarray, dict[str, np.ndarray]]) -> int:
