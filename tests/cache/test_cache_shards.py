@@ -48,7 +48,8 @@ def test_direct_reads_equal_zarr_reads_for_every_row_range(group, dtype):
 
 def test_compressed_extras_and_other_stores_are_read_through_zarr(group):
     stamps = create_segment_array(group, "timestamps", np.arange(7, dtype=np.int64), 2)
-    assert DirectShard.of(stamps) is None
+    inner = [codec.to_dict()["name"] for codec in stamps.metadata.codecs[0].codecs]
+    assert inner == ["bytes", "zstd", "crc32c"] and DirectShard.of(stamps) is None
     np.testing.assert_array_equal(stamps[...], np.arange(7))
     memory = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
     assert DirectShard.of(create_segment_array(memory, "d", np.ones((2, 2), "f2"), 1)) is None
