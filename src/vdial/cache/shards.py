@@ -61,15 +61,24 @@ def shard_key(array: zarr.Array) -> str:
     return array.metadata.chunk_key_encoding.encode_chunk_key((0,) * array.ndim)
 
 
-def _is_direct_layout(array: zarr.Array) -> bool:
+def is_single_shard(array: zarr.Array) -> bool:
+    """Whether `array` is laid out as vdial writes segments: one shard along the rows."""
     codecs = array.metadata.codecs
-    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+    return (
+        len(codecs) == 1
+        and isinstance(codecs[0], ShardingCodec)
+        and array.shape[0] <= array.shards[0]
+        and tuple(array.shards[1:]) == tuple(array.shape[1:])
+    )
+
+
+def _is_direct_layout(array: zarr.Array) -> bool:
+    if not is_single_shard(array):
         return False
-    sharding = codecs[0]
+    sharding = array.metadata.codecs[0]
     inner = sharding.codecs
     return (
         array.dtype.kind == "f"
-        and array.shape[0] <= array.shards[0]  # one shard along the rows
         and tuple(sharding.chunk_shape[1:]) == tuple(array.shape[1:])
         and len(inner) == 2
         and isinstance(inner[0], BytesCodec)

@@ -220,7 +220,9 @@ class FeatureStore:
                     "items": len(feature),
                     "failed": len(feature.failures),
                     "superseded": feature.superseded,
+                    "failed_by_stage": _count_stages(feature.failures),
                     "uncommitted_segments": len(feature.uncommitted_segments),
+                    "malformed_segments": len(feature.malformed_segments),
                     "segments": len(feature.segments),
                     "item_shape": feature.item_shape,
                     "dtype": feature.dtype.name,
@@ -233,6 +235,13 @@ class FeatureStore:
                 }
             )
         return rows
+
+
+def _count_stages(failures: dict[str, dict[str, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for failure in failures.values():
+        counts[failure["stage"]] = counts.get(failure["stage"], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def spec_summary(spec: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -21,7 +21,7 @@ from zarr.core.sync import sync
 
 from vdial.cache.feature import Feature
 from vdial.cache.index import SEGMENT_KEY, SegmentIndex, definition_digest
-from vdial.cache.shards import shard_key, shard_problems
+from vdial.cache.shards import is_single_shard, shard_key, shard_problems
 from vdial.cache.store import FeatureStore
 
 Severity = Literal["error", "warning"]
@@ -180,23 +180,40 @@ def _check_segment(feature: Feature, group: zarr.Group, segment: SegmentIndex, a
 def _check_array(array: zarr.Array, where: str, visible, add) -> int:
     if array.shape[0] == 0:
         return 0
-    raw = _shard_bytes(array)
-    if raw is None:
-        add("error", "corrupt", f"{where}: the shard file is missing", _ids(visible))
-        return 0
-    chunks = -(-array.shape[0] // array.chunks[0])
-    damage = shard_problems(raw, chunks, f"{where}/{shard_key(array)}")
-    if damage:
+    if is_single_shard(array):
+        raw = _shard_bytes(array)
+        if raw is None:
+            add("error", "corrupt", f"{where}: the shard file is missing", _ids(visible))
+            return 0
+        chunks = -(-array.shape[0] // array.chunks[0])
+        damage = shard_problems(raw, chunks, f"{where}/{shard_key(array)}")
         for message in damage:
             add("error", "corrupt", message, _ids(visible))
-        return len(raw)
-    values = array[...]
+        if damage:
+            return len(raw)
+        read = len(raw)
+    else:  # a segment from before sharding: one file per chunk, no checksums
+        stored = array.nchunks_initialized
+        if stored < array.nchunks:
+            add(
+                "error",
+                "corrupt",
+                f"{where}: {array.nchunks - stored} of {array.nchunks} chunks are missing",
+                _ids(visible),
+            )
+            return 0
+        read = array.nbytes_stored()
+    try:
+        values = array[...]
+    except (ValueError, RuntimeError, OSError) as err:  # codec or I/O errors on damaged data
+        add("error", "corrupt", f"{where}: unreadable ({type(err).__name__}: {err})", _ids(visible))
+        return read
     if values.dtype.kind == "f":
         bad_rows = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
         bad = tuple(i for i, o, n in visible if bad_rows[o : o + n].any())
         if bad:
             add("error", "nonfinite", f"{where}: NaN or Inf values", bad)
-    return len(raw)
+    return read
 
 
 def _shard_bytes(array: zarr.Array) -> bytes | None:
@@ -282,3 +299,40 @@ def _adder(feature: str, problems: list[Problem]):
 
 def _ids(visible) -> tuple[str, ...]:
     return tuple(item_id for item_id, _, _ in visible)
+
+
+def print_report(report: VerifyReport, manifest: object = None) -> None:
+    """A summary table per feature, a table of problems, and the verdict, on the terminal."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    summary = Table(title=f"verify {report.store}" + (f" against {manifest}" if manifest else ""))
+    for column in ("feature", "segments", "items", "failed", "checked", "errors", "warnings"):
+        summary.add_column(column, justify="left" if column == "feature" else "right")
+    for name, counts in report.features.items():
+        mine = [p for p in report.problems if p.feature == name]
+        summary.add_row(
+            name,
+            str(counts["segments"]),
+            str(counts["items"]),
+            str(counts["failed"]),
+            f"{counts['bytes'] / 2**20:.1f} MiB",
+            str(sum(p.severity == "error" for p in mine)),
+            str(sum(p.severity == "warning" for p in mine)),
+        )
+    console.print(summary)
+    if report.problems:
+        problems = Table(show_lines=False)
+        for column in ("", "feature", "kind", "problem"):
+            problems.add_column(column, overflow="fold")
+        for p in sorted(report.problems, key=lambda p: (p.severity != "error", p.feature)):
+            mark = "[red]error[/red]" if p.severity == "error" else "[yellow]warning[/yellow]"
+            problems.add_row(mark, p.feature, p.kind, escape(p.describe()))
+        console.print(problems)
+    errors = sum(p.severity == "error" for p in report.problems)
+    if errors:
+        console.print(f"[red]FAILED[/red]: {errors} error(s) in {report.store}")
+    else:
+        console.print(f"[green]OK[/green]: {report.store} verified")
