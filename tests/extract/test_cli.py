@@ -61,3 +61,13 @@ def test_unknown_or_malformed_options_are_clear_errors(tmp_path):
     assert "keep_prefix_tokens (default False)" in str(result.exception)
     result = _extract(tmp_path, "--option", "keep_prefix_tokens=true")
     assert result.exit_code != 0 and "FAMILY.OPTION=VALUE" in result.output
+
+
+def test_features_are_float16_unless_float32_is_asked_for(tmp_path):
+    result = _extract(tmp_path, "--dtype", "float32")
+    assert result.exit_code == 0, result.output
+    feature = FeatureStore.open(tmp_path / "s")["dinov2"]
+    assert feature.dtype == np.float32 and feature["a"].dtype == np.float32
+    (tmp_path / "again").mkdir()
+    result = _extract(tmp_path / "again", "--dtype", "bfloat16")
+    assert result.exit_code != 0 and "float16 or float32" in result.output

@@ -65,6 +65,10 @@ def extract(
     split: str = typer.Option(None, help="Only media of this split."),
     limit: int = typer.Option(None, help="At most this many media items."),
     retry_failed: bool = typer.Option(False, help="Retry items that failed in an earlier run."),
+    dtype: str = typer.Option(
+        "float16",
+        help="Stored dtype of the features: float16 (half the bytes; the default) or float32.",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Run frozen encoders over a dataset's media into its feature store (resumable)."""
@@ -79,6 +83,8 @@ def extract(
             raise typer.BadParameter("give --dataset, or both --manifest and --store")
         manifest = manifest or Path("manifests") / dataset
         store = store or Path("cache") / dataset
+    if dtype not in ("float16", "float32"):
+        raise typer.BadParameter(f"--dtype must be float16 or float32, got {dtype!r}")
     config = ExtractConfig(
         encoders=tuple(encoder),
         weights=_weights_map(weights),
@@ -93,6 +99,7 @@ def extract(
         split=split,
         limit=limit,
         retry_failed=retry_failed,
+        dtype=dtype,
     )
     summary = run_extraction(Manifest.read(manifest), store, config, progress=progress)
     console = Console()

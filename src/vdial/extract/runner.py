@@ -43,6 +43,7 @@ class ExtractConfig:
     limit: int | None = None  # at most this many media items (after the split filter)
     retry_failed: bool = False  # try again items that failed in an earlier run
     segment_items: int = 64  # items per committed store segment
+    dtype: str = "float16"  # stored dtype of the features ("float16" or "float32")
 
 
 @dataclass
@@ -135,6 +136,7 @@ def run_extraction(
         features[enc.spec.name] = store.create_feature(
             enc.spec.name,
             item_shape=enc.item_shape,
+            dtype=config.dtype,
             spec={**enc.provenance(), "code_version": __version__},
             extras=enc.row_extras,
             exist_ok=True,
