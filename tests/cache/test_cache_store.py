@@ -270,3 +270,25 @@ def test_creators_racing_for_a_store_and_a_feature_share_them(tmp_path, monkeypa
     monkeypatch.setattr(FeatureStore, "_feature_group", lose_feature_race)
     with pytest.raises(ValueError, match="spec.k: stored 2, requested 3"):
         store.create_feature("h", item_shape=(2,), spec={"k": 3}, exist_ok=True)
+
+
+def test_iter_items_reads_each_segment_column_once_and_equals_item_reads(
+    store, make_feature, monkeypatch
+):
+    feature = make_feature()
+    ids = [f"v{i:02d}" for i in range(7)]
+    with feature.writer(segment_items=3) as writer:
+        for item_id in ids:
+            rows = rows_of(item_id)
+            writer.add(item_id, ragged_item(item_id, rows), timestamps=np.arange(rows))
+    feature = FeatureStore.open(store.path)["dinov2"]
+    keys = _record_reads(monkeypatch)
+    streamed = dict(feature.iter_items(["v05", "v00", "v01"]))
+    chunk_keys = [k for k in keys if not k.endswith("zarr.json")]
+    assert len(chunk_keys) == len(set(chunk_keys)) == 2 * 2  # 2 segments x (data, timestamps)
+    monkeypatch.undo()
+    assert list(streamed) == ["v00", "v01", "v05"]  # segment order
+    for item_id, columns in streamed.items():
+        for name, values in feature.item(item_id).items():
+            np.testing.assert_array_equal(columns[name], values)
+    assert sorted(i for i, _ in feature.iter_items()) == ids

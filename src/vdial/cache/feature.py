@@ -177,11 +177,15 @@ class Feature:
         (segments, writers, resumes). Reads all the data."""
         digest = hashlib.sha256()
         digest.update(definition_digest(self.attrs).encode())
-        for item_id in sorted(self._index.entries):
-            digest.update(json.dumps(item_id).encode())
-            for name, values in self.item(item_id).items():
-                digest.update(f"{name}{values.shape}".encode())
-                digest.update(np.ascontiguousarray(values).tobytes())
+        per_item = {}
+        for item_id, columns in self.iter_items():
+            item_digest = hashlib.sha256(json.dumps(item_id).encode())
+            for name, values in columns.items():
+                item_digest.update(f"{name}{values.shape}".encode())
+                item_digest.update(np.ascontiguousarray(values).tobytes())
+            per_item[item_id] = item_digest.hexdigest()
+        for item_id in sorted(per_item):
+            digest.update(per_item[item_id].encode())
         digest.update(json.dumps(self.failures, sort_keys=True).encode())
         return digest.hexdigest()
 
@@ -211,6 +215,26 @@ class Feature:
 
     def read_many(self, ids: Iterable[str]) -> list[np.ndarray]:
         return [self[i] for i in ids]
+
+    def iter_items(
+        self, ids: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """Yield `(id, {"data": rows, **extras})` for `ids` (default: all), segment by segment.
+
+        Each segment's columns are read once, whole, instead of one read per item and column:
+        the way to stream a feature (export, views, digests). Memory is one segment's columns.
+        Items come in commit order of their segments, not in the order of `ids`.
+        """
+        wanted = self.ids if ids is None else list(ids)
+        by_segment: dict[str, list[tuple[str, int, int]]] = {}
+        for item_id in wanted:
+            segment, offset, length = self.location(item_id)
+            by_segment.setdefault(segment, []).append((item_id, offset, length))
+        names = ["data", *self.attrs["extras"]]
+        for segment in (s for s in self.segments if s in by_segment):
+            columns = {name: self._array(segment, name)[...] for name in names}
+            for item_id, offset, length in by_segment[segment]:
+                yield item_id, {k: v[offset : offset + length].copy() for k, v in columns.items()}
 
     def nbytes_stored(self) -> int:
         """Bytes of this feature's segments on disk (not counting nested features)."""
