@@ -7,9 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from vdial.cache import FeatureStore, pool_tokens
+from vdial.cache import FeatureStore
 from vdial.cache.cli import app
 
 runner = CliRunner(env={"COLUMNS": "200"})
@@ -41,9 +43,10 @@ def test_pool_then_info_by_dataset_name(filled):
 
     store = FeatureStore.open(filled)
     view, source = store["dinov2/pool2x2"], store["dinov2"]
-    expected = pool_tokens(source["b"], (4, 4), 2).astype(np.float16)
-    np.testing.assert_array_equal(view["b"], expected)
-    assert view.lineage["parent"] == "dinov2"
+    frames = torch.from_numpy(source["b"].astype(np.float32)).reshape(3, 4, 4, 3)
+    pooled = F.adaptive_avg_pool2d(frames.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+    np.testing.assert_array_equal(view["b"], pooled.reshape(3, 4, 3).numpy().astype(np.float16))
+    assert view.lineage["parent"] == "dinov2" and view.failures["c"]["message"] == "truncated file"
 
     result = runner.invoke(app, ["info", "--dataset", "toy"])
     assert result.exit_code == 0, result.output
@@ -52,7 +55,7 @@ def test_pool_then_info_by_dataset_name(filled):
     for text in ["│ 2 │", "│ 1 │", "(T, 16, 3)", "float16", "dinov2_vits14", "random:7"]:
         assert text.replace(" ", "") in lines["dinov2"].replace(" ", ""), lines["dinov2"]
     assert "(T,4,3)" in lines["dinov2/pool2x2"].replace(" ", "")
-    assert lines["dinov2/pool2x2"].replace(" ", "").rstrip("│").endswith("│dinov2")
+    assert lines["dinov2/pool2x2"].split("│")[-2].strip().startswith("dinov2")  # its parent
 
 
 def test_pool_with_store_path_and_custom_name(filled, tmp_path):
@@ -62,6 +65,34 @@ def test_pool_with_store_path_and_custom_name(filled, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert FeatureStore.open(filled)["g1"].item_shape == (1, 3)
+
+
+def test_pool_ops_blocks_and_workers(filled):
+    every = ["--op", "subsample", "--every", "2", "--block-items", "1", "--workers", "1"]
+    result = runner.invoke(app, ["pool", "--dataset", "toy", "--feature", "dinov2", *every])
+    assert result.exit_code == 0, result.output
+    assert "dinov2/subsample-every2: 2 items, item shape (T, 16, 3)" in result.output
+    store = FeatureStore.open(filled)
+    view = store["dinov2/subsample-every2"]
+    assert len(view.segments) == 3  # one per block of one item, plus the carried failure
+    np.testing.assert_array_equal(view["b"], store["dinov2"]["b"][[0, 2]])
+
+    args = ["pool", "--store", str(filled), "--feature", "dinov2", "--no-progress"]
+    result = runner.invoke(app, [*args, "--op", "pool3d", "--grid", "1"])
+    assert result.exit_code == 0, result.output
+    assert "dinov2/pool3d-1x1: 2 items, item shape (T, 1, 3)" in result.output
+    result = runner.invoke(app, [*args, "--op", "st-pool", "--name", "st"])
+    assert result.exit_code == 0 and "st: 2 items, item shape (T, 3)" in result.output
+    assert store["st"]["b"].shape == (3 + 16, 3)  # 3 frame means, then 16 token means
+
+    for extra, message in [
+        (["--op", "temporal-mean", "--grid", "2"], "'temporal-mean' does not take grid"),
+        (["--op", "subsample"], "exactly one of every"),
+        (["--op", "nope"], "unknown view op 'nope'"),
+        (["--op", "drop-prefix"], "'dinov2' has no prefix tokens to drop"),
+    ]:
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 1 and message in result.output, result.output
 
 
 def test_bad_invocations_fail_cleanly(filled, tmp_path):

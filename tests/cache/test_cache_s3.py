@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.cache.cache_testlib import SPEC, ragged_item
-from vdial.cache import FeatureReader, FeatureStore
+from vdial.cache import FeatureReader, FeatureStore, make_view, view_op
 
 
 def _free_port() -> int:
@@ -85,3 +85,17 @@ def test_s3_locations_are_checked_like_local_ones(s3):
         FeatureStore.open("s3://features/none", "r", storage_options=s3)
     with pytest.raises(ValueError, match="storage_options apply to URLs"):
         FeatureStore.open("local/path", "r", storage_options=s3)
+
+
+def test_a_pooled_view_of_an_s3_store_is_computed_by_workers_that_reopen_it(s3):
+    url = "s3://features/cache/pooled"
+    store = FeatureStore.open(url, "a", storage_options=s3)
+    feature = store.create_feature("siglip", item_shape=(16, 8), spec={"grid": [4, 4]})
+    with feature.writer() as writer:
+        for item_id in ("a", "b"):
+            writer.add(item_id, ragged_item(item_id, 3))
+    view = make_view(store, "siglip", view_op("spatial-mean"), workers=2, progress=False)
+    reopened = FeatureStore.open(url, "r", storage_options=s3)[view.name]
+    for item_id in ("a", "b"):
+        expected = ragged_item(item_id, 3).astype(np.float16).astype(np.float32).mean(axis=1)
+        np.testing.assert_allclose(reopened[item_id].astype(np.float32), expected, atol=1e-3)

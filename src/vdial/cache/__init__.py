@@ -14,8 +14,9 @@ _EXPORTS = {
     "FeatureReader": "vdial.cache.reader",
     "FeatureStore": "vdial.cache.store",
     "FeatureWriter": "vdial.cache.writer",
-    "pool_spatial": "vdial.cache.views",
-    "pool_tokens": "vdial.cache.views",
+    "VIEW_OPS": "vdial.cache.view_ops",
+    "make_view": "vdial.cache.views",
+    "view_op": "vdial.cache.view_ops",
 }
 
 __all__ = [
@@ -23,15 +24,17 @@ __all__ = [
     "FeatureReader",
     "FeatureStore",
     "FeatureWriter",
-    "pool_spatial",
-    "pool_tokens",
+    "VIEW_OPS",
+    "make_view",
+    "view_op",
 ]
 
 if TYPE_CHECKING:
     from vdial.cache.feature import Feature
     from vdial.cache.reader import FeatureReader
     from vdial.cache.store import FeatureStore
-    from vdial.cache.views import pool_spatial, pool_tokens
+    from vdial.cache.view_ops import VIEW_OPS, view_op
+    from vdial.cache.views import make_view
     from vdial.cache.writer import FeatureWriter
 
 

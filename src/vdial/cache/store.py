@@ -74,9 +74,18 @@ def feature_attrs(
 class FeatureStore:
     """A dataset's features, keyed by (possibly nested) name, e.g. "dinov2/pool4x4"."""
 
-    def __init__(self, path: str | Path, root: zarr.Group, *, read_only: bool) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        root: zarr.Group,
+        *,
+        read_only: bool,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.path = path  # a Path, or a URL string for a store on object storage
         self.read_only = read_only
+        # The fsspec options of a URL store, for other processes that reopen it (views, readers).
+        self.storage_options = dict(storage_options or {})
         self._root = root
 
     def __repr__(self) -> str:
@@ -106,7 +115,12 @@ class FeatureStore:
         if mode == "r":
             if existing is None:
                 raise FileNotFoundError(f"no vdial feature store at {location.path}")
-            return cls(location.path, existing, read_only=True)
+            return cls(
+                location.path,
+                existing,
+                read_only=True,
+                storage_options=location.storage_options,
+            )
         if existing is None and occupied:
             raise FileExistsError(
                 f"{location.path} exists and is not a vdial feature store; left as is"
@@ -119,7 +133,7 @@ class FeatureStore:
             )
         except ContainsGroupError:  # another process created the store since we looked
             root = zarr.open_group(location.store(read_only=False), mode="r+", zarr_format=3)
-        return cls(location.path, root, read_only=False)
+        return cls(location.path, root, read_only=False, storage_options=location.storage_options)
 
     # -- features ---------------------------------------------------------------------------
 
