@@ -77,7 +77,7 @@ def info(dataset: DatasetOption = None, store: StoreOption = None) -> None:
         raise _fail(err) from err
     table = Table(title=f"feature store {path}")
     columns = ("feature", "items", "failed", "item shape", "dtype", "on disk")
-    for column in (*columns, "encoder", "weights", "derived from"):
+    for column in (*columns, "made by", "weights or source", "derived from"):
         # Fold rather than truncate: a cut-off feature name or digest is useless.
         justify = "right" if column in ("items", "failed") else "left"
         table.add_column(column, justify=justify, overflow="fold")

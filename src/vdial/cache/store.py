@@ -259,7 +259,11 @@ def _count_stages(failures: dict[str, dict[str, str]]) -> dict[str, int]:
 
 
 def spec_summary(spec: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(encoder, weights) named by a spec, accepting a flat spec or a nested "encoder" dict."""
+    """(encoder, weights) named by a spec, accepting a flat spec or a nested "encoder" dict;
+    an imported feature names its source format and file instead."""
+    imported = spec.get("source")
+    if isinstance(imported, dict) and "format" in imported:
+        return f"{imported['format']} import", str(imported.get("path", "-"))
     encoder = spec.get("encoder")
     source = encoder if isinstance(encoder, dict) else spec
     name = encoder if isinstance(encoder, str) else source.get("name") or source.get("architecture")
