@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.storage import LocalStore
 
 from vdial.cache.index import (
     SEGMENT_KEY,
@@ -201,11 +203,17 @@ class Feature:
         """The item's rows, shape (rows, *item_shape), in the feature's dtype."""
         segment, offset, length = self.location(item_id)
         if segment not in self._direct:
-            self._direct[segment] = DirectShard.of(self._array(segment, "data"))
+            self._direct[segment] = self._direct_reader(segment)
         direct = self._direct[segment]
         if direct is not None:
             return direct.read(offset, offset + length)
         return self._array(segment, "data")[offset : offset + length]
+
+    def _direct_reader(self, segment: str) -> DirectShard | None:
+        store = self._group.store
+        if not isinstance(store, LocalStore):
+            return None
+        return DirectShard.at(Path(store.root) / self._group.path / SEGMENTS / segment / "data")
 
     def item(self, item_id: str) -> dict[str, np.ndarray]:
         """{"data": rows, **extras} of one item."""

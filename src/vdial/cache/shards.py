@@ -14,6 +14,7 @@ array. Any other layout (compressed extras, object storage) is read through Zarr
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,21 +73,36 @@ def is_single_shard(array: zarr.Array) -> bool:
     )
 
 
-def _is_direct_layout(array: zarr.Array) -> bool:
-    if not is_single_shard(array):
-        return False
-    sharding = array.metadata.codecs[0]
-    inner = sharding.codecs
-    return (
-        array.dtype.kind == "f"
-        and tuple(sharding.chunk_shape[1:]) == tuple(array.shape[1:])
-        and len(inner) == 2
-        and isinstance(inner[0], BytesCodec)
-        and inner[0].endian is not None
-        and inner[0].endian.value == "little"
-        and isinstance(inner[1], Crc32cCodec)
-        and sharding.index_location.value == "end"
-    )
+_DIRECT_CODECS = [
+    {"name": "bytes", "configuration": {"endian": "little"}},
+    {"name": "crc32c"},
+]
+
+
+def _direct_layout(meta: dict) -> tuple[int, tuple[int, ...]] | None:
+    """(chunk_rows, row shape) when array metadata `meta` (a parsed zarr.json) describes a
+    single-shard float array of raw little-endian chunks with CRCs, else None."""
+    try:
+        (sharding,) = meta["codecs"]
+        config = sharding["configuration"]
+        shape, shard = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+        encoding = meta["chunk_key_encoding"]
+        ok = (
+            meta.get("zarr_format") == 3
+            and meta.get("node_type") == "array"
+            and meta["data_type"] in ("float16", "float32", "float64")
+            and not meta.get("storage_transformers")
+            and sharding["name"] == "sharding_indexed"
+            and config["codecs"] == _DIRECT_CODECS
+            and config["index_codecs"] == _DIRECT_CODECS
+            and config.get("index_location", "end") == "end"
+            and shape[0] <= shard[0]
+            and shard[1:] == shape[1:] == config["chunk_shape"][1:]
+            and encoding == {"name": "default", "configuration": {"separator": "/"}}
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (int(config["chunk_shape"][0]), tuple(shape[1:])) if ok else None
 
 
 class CorruptShardError(OSError):
@@ -107,14 +123,31 @@ class DirectShard:
     @classmethod
     def of(cls, array: zarr.Array) -> DirectShard | None:
         """A direct reader for `array`, or None when its layout or store needs Zarr."""
-        if not isinstance(array.store, LocalStore) or not _is_direct_layout(array):
+        if not isinstance(array.store, LocalStore):
             return None
+        return cls.at(Path(array.store.root) / array.path)
+
+    @classmethod
+    def at(cls, folder: Path) -> DirectShard | None:
+        """A direct reader for the local array in `folder`, from its zarr.json alone.
+
+        Parsing one small JSON file costs microseconds where opening the array through Zarr
+        costs milliseconds, which a reader otherwise pays on its first read of every segment.
+        """
+        try:
+            meta = json.loads((folder / "zarr.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        layout = _direct_layout(meta)
+        if layout is None:
+            return None
+        chunk_rows, row_shape = layout
         return cls(
-            path=Path(array.store.root) / array.path / shard_key(array),
-            rows=array.shape[0],
-            chunk_rows=array.metadata.codecs[0].chunk_shape[0],
-            row_shape=tuple(array.shape[1:]),
-            dtype=array.dtype.newbyteorder("<"),
+            path=folder.joinpath("c", *["0"] * (1 + len(row_shape))),
+            rows=int(meta["shape"][0]),
+            chunk_rows=chunk_rows,
+            row_shape=row_shape,
+            dtype=np.dtype(meta["data_type"]).newbyteorder("<"),
         )
 
     @property
