@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,40 @@ def find_weights(family: str, size: str, names: tuple[str, ...], source: str) ->
         f"no checkpoint for {family}:{size}: expected one of {list(names)} at {where}. "
         f"Source: {source}. Pass --weights PATH, set {WEIGHTS_ENV}, or use --random-init."
     )
+
+
+def create_timm_model(
+    family: str,
+    size: str,
+    architecture: str,
+    kwargs: dict[str, Any],
+    *,
+    weights: str | Path | None,
+    find_checkpoint: Callable[[str], Path],
+    source: str,
+    random_init: bool,
+    seed: int,
+) -> tuple[Any, str]:
+    """(timm model, provenance): seeded random weights, or a local checkpoint loaded by timm."""
+    import timm
+    import torch
+
+    if random_init:
+        torch.manual_seed(seed)
+        return timm.create_model(architecture, pretrained=False, **kwargs), f"random:{seed}"
+    path = Path(weights) if weights is not None else find_checkpoint(size)
+    if not path.is_file():
+        raise WeightsError(f"{family}:{size} checkpoint not found: {path}. Source: {source}")
+    try:
+        model = timm.create_model(
+            architecture,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path), "num_classes": 0},
+            **kwargs,
+        )
+    except RuntimeError as err:  # state-dict key or shape mismatch
+        raise WeightsError(f"{path} does not fit {family}:{size}: {err}") from err
+    return model, file_digest(path)
 
 
 def file_digest(path: str | Path) -> str:

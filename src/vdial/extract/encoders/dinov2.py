@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from vdial.extract.encoders.base import (
     Encoder,
     EncoderSpec,
-    WeightsError,
-    file_digest,
+    create_timm_model,
     find_weights,
 )
 
@@ -109,31 +108,21 @@ def build_dinov2(
     frames: int = 16,
     keep_prefix_tokens: bool = False,
 ) -> Dinov2Encoder:
-    import timm
-    import torch
-
     if size not in SIZES:
         raise KeyError(f"unknown dinov2 size {size!r}; known: {sorted(SIZES)}")
     cfg = SIZES[size]
     kwargs = {"img_size": cfg.input_size, "num_classes": 0, **cfg.overrides}
-    if random_init:
-        torch.manual_seed(seed)
-        model = timm.create_model(cfg.architecture, pretrained=False, **kwargs)
-        provenance = f"random:{seed}"
-    else:
-        path = Path(weights) if weights is not None else find_checkpoint(size)
-        if not path.is_file():
-            raise WeightsError(f"dinov2:{size} checkpoint not found: {path}. Source: {cfg.source}")
-        try:
-            model = timm.create_model(
-                cfg.architecture,
-                pretrained=True,
-                pretrained_cfg_overlay={"file": str(path), "num_classes": 0},
-                **kwargs,
-            )
-        except RuntimeError as err:  # state-dict key or shape mismatch
-            raise WeightsError(f"{path} does not fit dinov2:{size}: {err}") from err
-        provenance = file_digest(path)
+    model, provenance = create_timm_model(
+        "dinov2",
+        size,
+        cfg.architecture,
+        kwargs,
+        weights=weights,
+        find_checkpoint=find_checkpoint,
+        source=cfg.source,
+        random_init=random_init,
+        seed=seed,
+    )
     grid = cfg.input_size // PATCH
     spec = EncoderSpec(
         name="dinov2",

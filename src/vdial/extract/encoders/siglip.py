@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 from vdial.extract.encoders.base import (
     Encoder,
     EncoderSpec,
-    WeightsError,
-    file_digest,
+    create_timm_model,
     find_weights,
 )
 
@@ -91,31 +90,21 @@ def build_siglip(
     seed: int = 0,
     frames: int = 16,
 ) -> SiglipEncoder:
-    import timm
-    import torch
-
     if size not in SIZES:
         raise KeyError(f"unknown siglip size {size!r}; known: {sorted(SIZES)}")
     cfg = SIZES[size]
     kwargs = {"img_size": cfg.input_size, "num_classes": 0, **cfg.overrides}
-    if random_init:
-        torch.manual_seed(seed)
-        model = timm.create_model(cfg.architecture, pretrained=False, **kwargs)
-        provenance = f"random:{seed}"
-    else:
-        path = Path(weights) if weights is not None else find_checkpoint(size)
-        if not path.is_file():
-            raise WeightsError(f"siglip:{size} checkpoint not found: {path}. Source: {cfg.source}")
-        try:
-            model = timm.create_model(
-                cfg.architecture,
-                pretrained=True,
-                pretrained_cfg_overlay={"file": str(path), "num_classes": 0},
-                **kwargs,
-            )
-        except RuntimeError as err:  # state-dict key or shape mismatch
-            raise WeightsError(f"{path} does not fit siglip:{size}: {err}") from err
-        provenance = file_digest(path)
+    model, provenance = create_timm_model(
+        "siglip",
+        size,
+        cfg.architecture,
+        kwargs,
+        weights=weights,
+        find_checkpoint=find_checkpoint,
+        source=cfg.source,
+        random_init=random_init,
+        seed=seed,
+    )
     depth = len(model.blocks)
     # prismatic's get_intermediate_layers(n={depth - 2}): nothing after that block is ever run
     model.prune_intermediate_layers([depth - 2], prune_norm=True, prune_head=True)
