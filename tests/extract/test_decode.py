@@ -298,9 +298,10 @@ def test_timeout_gives_the_same_frames(counter_video, backend):
 
 
 def worker_pid() -> int | None:
-    from vdial.extract.decode import worker
+    from vdial.extract.decode.worker import DEFAULT_POOL
 
-    return None if worker._worker is None else worker._worker.process.pid
+    pids = DEFAULT_POOL.pids()
+    return pids[0] if pids else None
 
 
 def test_hanging_decode_is_cut_off(tmp_path, counter_video):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,11 @@ class Feature:
         return [s.name for s in self._index.segments]
 
     @property
+    def segment_indexes(self) -> list[SegmentIndex]:
+        """Committed segment indexes (ids, failures, writer host and pid), in commit order."""
+        return list(self._index.segments)
+
+    @property
     def uncommitted_segments(self) -> list[str]:
         """Segment groups without an index: being written now, or left by a crashed writer."""
         return list(self._uncommitted)
@@ -253,12 +260,38 @@ class Feature:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def writer(self, *, segment_items: int = 64, segment_bytes: int = 256 * 2**20) -> FeatureWriter:
-        """A buffered writer that commits a segment every `segment_items` items (or failures)
-        or `segment_bytes` of buffered data, whichever comes first."""
+    def writer(
+        self, *, segment_items: int = 64, segment_bytes: int = 256 * 2**20, commit: bool = True
+    ) -> FeatureWriter:
+        """A buffered writer that writes a segment every `segment_items` items (or failures)
+        or `segment_bytes` of buffered data, whichever comes first, and commits it (or leaves
+        it to `commit`: see `FeatureWriter`)."""
         if self.read_only:
             raise PermissionError(f"feature {self.name!r} was opened read-only (mode 'r')")
-        return FeatureWriter(self, segment_items=segment_items, segment_bytes=segment_bytes)
+        return FeatureWriter(
+            self, segment_items=segment_items, segment_bytes=segment_bytes, commit=commit
+        )
+
+    def commit(self, segment: SegmentIndex) -> SegmentIndex:
+        """Make a written segment visible by writing its index (the atomic commit).
+
+        The commit time is taken now, so a segment committed later wins over earlier copies of
+        the same ids. Returns the index as committed.
+        """
+        if self.read_only:
+            raise PermissionError(f"feature {self.name!r} was opened read-only (mode 'r')")
+        try:
+            group = self._group[f"{SEGMENTS}/{segment.name}"]
+        except KeyError:
+            raise KeyError(
+                f"feature {self.name!r} has no segment {segment.name!r} to commit"
+            ) from None
+        if SEGMENT_KEY in group.attrs:
+            raise ValueError(f"segment {segment.name!r} of {self.name!r} is already committed")
+        committed = replace(segment, committed_at=time.time_ns())
+        group.update_attributes({SEGMENT_KEY: committed.to_attrs()})
+        self._register(committed)
+        return committed
 
     def _create_segment(self, name: str) -> zarr.Group:
         return self._group.create_group(f"{SEGMENTS}/{name}")

@@ -4,6 +4,11 @@ Every writer has its own id, so its segments (`<writer id>-<sequence>`) are file
 process touches: several processes or machines may fill one feature at once. A segment's arrays
 are written first and its index last; until the index lands the segment is invisible, so a crash
 never exposes half an item and loses at most the items still buffered.
+
+With `commit=False` the writer writes segments but leaves their indexes to the caller
+(`Feature.commit`): a distributed task writes its data on a worker and the client commits it
+once the task's result arrives, so a task that dies, or is retried after its result was lost,
+never makes the same items visible twice.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vdial.cache.index import SEGMENT_KEY, SegmentIndex, definition_digest
+from vdial.cache.index import SegmentIndex, definition_digest
 from vdial.cache.shards import create_segment_array
 
 if TYPE_CHECKING:
@@ -56,7 +61,12 @@ class FeatureWriter:
     """
 
     def __init__(
-        self, feature: Feature, *, segment_items: int = 64, segment_bytes: int = 256 * 2**20
+        self,
+        feature: Feature,
+        *,
+        segment_items: int = 64,
+        segment_bytes: int = 256 * 2**20,
+        commit: bool = True,
     ) -> None:
         if segment_items < 1:
             raise ValueError(f"segment_items must be >= 1, got {segment_items}")
@@ -65,6 +75,8 @@ class FeatureWriter:
         self.feature = feature
         self.segment_items = segment_items
         self.segment_bytes = segment_bytes
+        self.commit = commit
+        self.written: list[SegmentIndex] = []  # segments written but not committed (commit=False)
         self._buffered_bytes = 0
         self.writer_id = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -133,13 +145,17 @@ class FeatureWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write and commit the buffered items and failures as one segment (if any)."""
+        """Write the buffered items and failures as one segment (if any) and commit it, or,
+        with `commit=False`, keep its index in `written` for the caller to commit."""
         if not self._items and not self._failures:
             return
         name = f"{self.writer_id}-{self._seq:06d}"
         self._seq += 1
         index = self._write_segment(name)
-        self.feature._register(index)
+        if self.commit:
+            self.feature.commit(index)
+        else:
+            self.written.append(index)
         self._items.clear()
         self._failures.clear()
         self._buffered_bytes = 0
@@ -168,7 +184,6 @@ class FeatureWriter:
             definition=self._definition,
             writer=self._provenance,
         )
-        group.update_attributes({SEGMENT_KEY: index.to_attrs()})  # the commit
         return index
 
 

@@ -60,11 +60,32 @@ def extract(
     decode_timeout: float = typer.Option(
         300.0, help="Seconds a video may take to decode before it fails (0: no limit)."
     ),
-    batch_frames: int = typer.Option(64, help="Frames per forward pass."),
-    device: str = typer.Option("cpu", help="Torch device for the encoders, e.g. cuda:0."),
+    decode_workers: int = typer.Option(
+        2, help="Decoder processes per device (decoding is the bottleneck: use the free cores)."
+    ),
+    batch_frames: int = typer.Option(64, help="Input frames per forward pass, across videos."),
+    precision: str = typer.Option(
+        "fp32", help="fp32, or fp16/bf16 autocast for the forward passes (recorded)."
+    ),
+    devices: str = typer.Option(
+        "cpu",
+        help="Comma-separated torch devices, one pipeline each (cpu, cuda:0,cuda:1), or auto "
+        "(every GPU, else the CPU).",
+    ),
+    scheduler: str = typer.Option(
+        "local",
+        help="local (this machine), or tcp://HOST:PORT of a dask.distributed scheduler whose "
+        "workers run the tasks (GPU workers declare --resources GPU=1).",
+    ),
     split: str = typer.Option(None, help="Only media of this split."),
+    ids_file: Path = typer.Option(
+        None, help="Only the media ids listed in this file (one per line; # starts a comment)."
+    ),
     limit: int = typer.Option(None, help="At most this many media items."),
     retry_failed: bool = typer.Option(False, help="Retry items that failed in an earlier run."),
+    segment_items: int = typer.Option(
+        64, help="Media items per task and per committed store segment (the unit of resume)."
+    ),
     dtype: str = typer.Option(
         "float16",
         help="Stored dtype of the features: float16 (half the bytes; the default) or float32.",
@@ -72,9 +93,6 @@ def extract(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Run frozen encoders over a dataset's media into its feature store (resumable)."""
-    from rich.console import Console
-    from rich.table import Table
-
     from vdial.extract.runner import ExtractConfig, run_extraction
     from vdial.manifests import Manifest
 
@@ -85,6 +103,12 @@ def extract(
         store = store or Path("cache") / dataset
     if dtype not in ("float16", "float32"):
         raise typer.BadParameter(f"--dtype must be float16 or float32, got {dtype!r}")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise typer.BadParameter(f"--precision must be fp32, fp16 or bf16, got {precision!r}")
+    if scheduler != "local" and not scheduler.startswith("tcp://"):
+        raise typer.BadParameter(f"--scheduler must be local or tcp://HOST:PORT, got {scheduler!r}")
+    if decode_workers < 1:
+        raise typer.BadParameter(f"--decode-workers must be at least 1, got {decode_workers}")
     config = ExtractConfig(
         encoders=tuple(encoder),
         weights=_weights_map(weights),
@@ -95,28 +119,60 @@ def extract(
         backend=backend,
         decode_timeout_s=decode_timeout or None,
         batch_frames=batch_frames,
-        device=device,
+        decode_workers=decode_workers,
+        precision=precision,
+        devices=tuple(d.strip() for d in devices.split(",") if d.strip()),
+        scheduler=None if scheduler == "local" else scheduler,
         split=split,
+        ids=_read_ids(ids_file) if ids_file is not None else None,
         limit=limit,
         retry_failed=retry_failed,
+        segment_items=segment_items,
         dtype=dtype,
     )
     summary = run_extraction(Manifest.read(manifest), store, config, progress=progress)
+    print_summary(summary, store)
+
+
+def _read_ids(path: Path) -> tuple[str, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise typer.BadParameter(f"cannot read {path}: {err}", param_hint="--ids-file") from None
+    ids = tuple(line.split("#", 1)[0].strip() for line in lines)
+    return tuple(i for i in ids if i)
+
+
+def print_summary(summary, store) -> None:
+    """The final tables: items per feature, failures with their reasons, time per stage."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vdial.extract.runner import summary_rows
+
     console = Console()
-    table = Table(title=f"extraction into {store}")
-    columns = ("feature", "written", "already there", "failed earlier", "failed now")
-    for column in columns:
-        table.add_column(column, justify="right" if column != "feature" else "left")
-    for name in summary.done:
-        counts = (summary.done[name], summary.skipped[name], summary.failed_before[name])
-        table.add_row(name, *map(str, counts), str(len(summary.failed)))
+    table = Table(title=f"extraction into {store} on {', '.join(summary.devices)}")
+    rows = summary_rows(summary)
+    for column in rows[0] if rows else ():
+        table.add_column(column, justify="left" if column == "feature" else "right")
+    for row in rows:
+        table.add_row(*map(str, row.values()))
     console.print(table)
-    for item_id, reason in sorted(summary.failed.items()):
-        console.print(f"[red]failed[/red] {item_id}: {reason}")
+    for item_id, failure in sorted(summary.failed.items()):
+        console.print(f"[red]failed[/red] {item_id} ({failure['stage']}): {failure['message']}")
     if any(summary.failed_before.values()):
         console.print("items that failed earlier were skipped; --retry-failed tries them again")
-    timing = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
-    console.print(f"time per stage: {timing}")
+    stages = Table(title="time per stage (seconds, summed over workers)")
+    for column in (*summary.seconds, "wall", "videos/s", "frames/s"):
+        stages.add_column(column, justify="right")
+    wall = max(summary.wall_s, 1e-9)
+    stages.add_row(
+        *(f"{v:.1f}" for v in summary.seconds.values()),
+        f"{summary.wall_s:.1f}",
+        f"{summary.videos / wall:.2f}",
+        f"{summary.frames / wall:.1f}",
+    )
+    console.print(stages)
 
 
 def encoders(

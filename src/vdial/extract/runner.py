@@ -1,27 +1,34 @@
-"""Run frozen encoders over a manifest's media into a FeatureStore, resumably.
+"""Run frozen encoders over a manifest's media into a FeatureStore: resumable, on every device.
 
-Each video is decoded once for all requested encoders (the union of the frames they sample);
-each encoder gets its own subset (chosen by its `frame_indices`), forward passes run under
-`torch.inference_mode` over batches of units (frames or clips) worth `batch_frames` frames,
-and rows go to the store through its segment writer. Items already in the store are skipped,
-so re-running after an interruption does only the missing work. A file that cannot be decoded
-is recorded as a failed item with its reason and the run goes on.
+The work is cut into tasks of `segment_items` media items. A task runs the pipeline of one
+device (`vdial.extract.pipeline`: decode once for all encoders, batched forward passes, a writer
+thread) and writes one segment per feature without committing it; the caller commits the
+segments when the task's result arrives. Tasks run in this process (one device), on a local
+dask cluster with one worker per device (several devices), or on any dask.distributed cluster
+(`scheduler="tcp://..."`). Because a segment becomes visible only at its commit, a task that
+dies or is retried never makes an item visible twice, and a killed run loses at most its
+uncommitted tasks: re-running skips every committed item and does only the missing work.
+
+A task's batches depend only on its own items, and tasks are cut from the sorted list of
+missing ids in whole `segment_items` chunks, so a resumed run computes exactly the batches the
+uninterrupted run would have: the stores end bit-identical.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vdial import __version__
 from vdial.cache import FeatureStore
-from vdial.extract.decode import DEFAULT_BACKEND, Backend, DecodeError, read_frames
+from vdial.extract.decode import DEFAULT_BACKEND, Backend
 from vdial.extract.encoders import Encoder, build_encoder
+from vdial.extract.pipeline import Item, Pipeline, PipelineConfig, Result
+from vdial.extract.progress import ExtractProgress
 from vdial.manifests import Manifest
 
 
@@ -37,76 +44,145 @@ class ExtractConfig:
     frames: int | None = None  # frames per video; None keeps each encoder's default
     backend: Backend = DEFAULT_BACKEND  # decoder: "pyav", "decord" or "torchcodec"
     decode_timeout_s: float | None = 300.0  # a decode taking longer fails (None: no limit)
-    batch_frames: int = 64  # frames per forward pass
-    device: str = "cpu"  # torch device for the encoders
+    decode_workers: int = 2  # decoder processes per device
+    batch_frames: int = 64  # input frames per forward pass, across videos
+    precision: str = "fp32"  # fp32, or fp16/bf16 autocast (recorded in the feature's spec)
+    devices: tuple[str, ...] = ("cpu",)  # one pipeline per device; ("auto",): every GPU or CPU
+    scheduler: str | None = None  # None: this machine; "tcp://host:port": a dask cluster
     split: str | None = None  # only media of this split
-    limit: int | None = None  # at most this many media items (after the split filter)
+    ids: tuple[str, ...] | None = None  # only these media ids (--ids-file)
+    limit: int | None = None  # at most this many media items (after the filters)
     retry_failed: bool = False  # try again items that failed in an earlier run
-    segment_items: int = 64  # items per committed store segment
+    segment_items: int = 64  # media items per task, i.e. per committed segment
     dtype: str = "float16"  # stored dtype of the features ("float16" or "float32")
+
+    def pipeline(self) -> PipelineConfig:
+        return PipelineConfig(
+            decode_workers=self.decode_workers,
+            backend=self.backend,
+            decode_timeout_s=self.decode_timeout_s,
+            batch_frames=self.batch_frames,
+            precision=self.precision,
+        )
 
 
 @dataclass
 class ExtractSummary:
-    """What a run did, per encoder feature."""
+    """What a run did, per encoder feature, with the time spent per stage."""
 
     done: dict[str, int] = field(default_factory=dict)  # feature -> items written now
     skipped: dict[str, int] = field(default_factory=dict)  # feature -> items already present
     failed_before: dict[str, int] = field(default_factory=dict)  # feature -> earlier failures
-    failed: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> reason, this run
-    seconds: dict[str, float] = field(
-        default_factory=lambda: {"decode": 0.0, "preprocess": 0.0, "encode": 0.0}
-    )
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> stage, message
+    failed_now: dict[str, int] = field(default_factory=dict)  # feature -> failures this run
+    videos: int = 0  # media items processed in this run
+    frames: int = 0  # frames decoded in this run
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds (summed)
+    wall_s: float = 0.0  # elapsed time of the run
+    devices: tuple[str, ...] = ()  # where the tasks ran
 
 
-class _Batcher:
-    """Collects several videos' units for one encoder and runs them in one forward pass.
+def resolve_devices(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """Expand "auto" to every visible GPU (or the CPU when there is none)."""
+    if tuple(devices) != ("auto",):
+        if "auto" in devices:
+            raise ValueError(f"'auto' cannot be combined with other devices: {devices}")
+        return tuple(devices)
+    import torch
 
-    One video gives only a handful of frames; batching across videos up to `batch_frames`
-    input frames keeps the matrix products large enough to run at the hardware's rate.
-    """
+    count = torch.cuda.device_count()
+    return tuple(f"cuda:{k}" for k in range(count)) or ("cpu",)
 
-    def __init__(self, encoder: Encoder, writer, batch_frames: int, summary) -> None:
-        self.encoder, self.writer, self.summary = encoder, writer, summary
-        self.batch_units = max(1, batch_frames // encoder.spec.clip_len)
-        self.items: list[tuple[str, object, np.ndarray, np.ndarray]] = []
-        self.units = 0
 
-    def add(self, item_id: str, frames: np.ndarray, timestamps, indices) -> None:
-        t0 = time.perf_counter()
-        units = self.encoder.preprocess(frames)
-        self.items.append((item_id, units, timestamps, indices))
-        self.summary.seconds["preprocess"] += time.perf_counter() - t0
-        self.units += len(units)
-        if self.units >= self.batch_units:
-            self.flush()
+def build_encoders(config: ExtractConfig, device: str) -> dict[str, Encoder]:
+    """Feature name -> encoder, built on `device`."""
+    encoders = {}
+    for ref in config.encoders:
+        family = ref.partition(":")[0]
+        encoder = build_encoder(
+            ref,
+            weights=config.weights.get(family),
+            random_init=config.random_init,
+            seed=config.seed,
+            frames=config.frames,
+            options=config.options.get(family),
+        ).to(device)
+        if encoder.spec.name in encoders:
+            raise ValueError(f"two encoders write feature {encoder.spec.name!r}: {config.encoders}")
+        encoders[encoder.spec.name] = encoder
+    return encoders
 
-    def flush(self) -> None:
-        import torch
 
-        if not self.items:
-            return
-        t0 = time.perf_counter()
-        # Units are tensors (stacked into batches here) or, for encoders whose units differ in
-        # size, any other objects (passed on as lists).
-        flat = [unit for _, units, _, _ in self.items for unit in units]
-        outputs: list = []
-        with torch.inference_mode():
-            for k in range(0, len(flat), self.batch_units):
-                chunk = flat[k : k + self.batch_units]
-                if isinstance(chunk[0], torch.Tensor):
-                    chunk = torch.stack(chunk).to(self.encoder.device)
-                outputs.extend(self.encoder.encode(chunk))
-        start = 0
-        for item_id, units, timestamps, indices in self.items:
-            rows, extras = self.encoder.to_rows(
-                outputs[start : start + len(units)], timestamps, indices
-            )
-            self.writer.add(item_id, rows, **extras)
-            start += len(units)
-        self.summary.done[self.encoder.spec.name] += len(self.items)
-        self.summary.seconds["encode"] += time.perf_counter() - t0
-        self.items, self.units = [], 0
+# One pipeline per process and device, kept between tasks: a dask worker builds its encoders
+# and starts its decoder processes once, not once per task.
+_PIPELINES: dict[tuple[str, str], Pipeline] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def _pipeline(config: ExtractConfig, device: str, encoders=None) -> Pipeline:
+    key = (repr(config), device)
+    with _PIPELINES_LOCK:
+        if key not in _PIPELINES:
+            for stale in _PIPELINES.values():
+                stale.close()
+            _PIPELINES.clear()
+            built = encoders if encoders is not None else build_encoders(config, device)
+            _PIPELINES[key] = Pipeline(built, config.pipeline())
+        return _PIPELINES[key]
+
+
+def close_pipelines() -> None:
+    """Stop the decoder processes and drop the encoders this process keeps."""
+    with _PIPELINES_LOCK:
+        for pipeline in _PIPELINES.values():
+            pipeline.close()
+        _PIPELINES.clear()
+
+
+def run_task(
+    store_path: str,
+    config: ExtractConfig,
+    items: tuple[Item, ...],
+    device: str,
+    on_item: Callable[[Item, int, bool], None] | None = None,
+) -> Result:
+    """Extract one task's items on `device`; returns the written, uncommitted segments."""
+    pipeline = _pipeline(config, device)
+    store = FeatureStore.open(store_path, mode="a")
+    writers = {
+        name: store[name].writer(segment_items=config.segment_items, commit=False)
+        for name in pipeline.encoders
+    }
+    result = pipeline.run(items, writers, on_item=on_item)
+    result.segments = {name: list(w.written) for name, w in writers.items() if w.written}
+    return result
+
+
+def _cluster_task(store_path: str, config: ExtractConfig, items, devices) -> Result:
+    """`run_task` on a dask worker, on its own device."""
+    from dask.distributed import get_worker
+
+    worker = get_worker()
+    if devices:  # our LocalCluster: worker k (named k) owns devices[k]
+        device = devices[int(worker.name) % len(devices)]
+    else:  # a remote worker sees its own GPU (launched with CUDA_VISIBLE_DEVICES) or none
+        device = resolve_devices(("auto",))[0]
+        device = "cuda" if device.startswith("cuda") else device
+    return run_task(store_path, config, items, device)
+
+
+def select_ids(manifest: Manifest, config: ExtractConfig) -> tuple[list[str], dict]:
+    """The media ids to extract (split, --ids-file, --limit) and their paths."""
+    paths = manifest.media_paths(config.split)
+    ids = sorted(paths)
+    if config.ids is not None:
+        unknown = sorted(set(config.ids) - set(paths))
+        if unknown:
+            where = f"split {config.split!r} of the manifest" if config.split else "the manifest"
+            raise KeyError(f"{len(unknown)} requested id(s) are not in {where}: {unknown[:5]}")
+        wanted = set(config.ids)
+        ids = [i for i in ids if i in wanted]
+    return (ids[: config.limit] if config.limit is not None else ids), paths
 
 
 def run_extraction(
@@ -117,31 +193,25 @@ def run_extraction(
     progress: bool = True,
 ) -> ExtractSummary:
     """Extract every configured encoder for the manifest's media into the store."""
-    paths = manifest.media_paths(config.split)
-    ids = sorted(paths)[: config.limit] if config.limit is not None else sorted(paths)
-    encoders = [
-        build_encoder(
-            ref,
-            weights=config.weights.get(ref.partition(":")[0]),
-            random_init=config.random_init,
-            seed=config.seed,
-            frames=config.frames,
-            options=config.options.get(ref.partition(":")[0]),
-        ).to(config.device)
-        for ref in config.encoders
-    ]
+    start = time.perf_counter()
+    ids, paths = select_ids(manifest, config)
+    devices = resolve_devices(config.devices)
+    local = config.scheduler is None and len(devices) == 1
+    # The features' definitions come from encoders built here; a single local device reuses them.
+    encoders = build_encoders(config, devices[0] if local else "cpu")
     store = FeatureStore.open(store_path, mode="a")
-    features = {}
-    for enc in encoders:
-        features[enc.spec.name] = store.create_feature(
-            enc.spec.name,
+    features = {
+        name: store.create_feature(
+            name,
             item_shape=enc.item_shape,
             dtype=config.dtype,
-            spec={**enc.provenance(), "code_version": __version__},
+            spec={**enc.provenance(), "precision": config.precision, "code_version": __version__},
             extras=enc.row_extras,
             exist_ok=True,
         )
-    summary = ExtractSummary()
+        for name, enc in encoders.items()
+    }
+    summary = ExtractSummary(devices=devices)
     todo: dict[str, set[str]] = {}
     for name, feat in features.items():
         missing = feat.missing(ids)
@@ -150,77 +220,91 @@ def run_extraction(
         summary.done[name] = 0
         summary.skipped[name] = len(ids) - len(missing)
         summary.failed_before[name] = len(missing) - len(todo[name])
-    pending = [i for i in ids if any(i in t for t in todo.values())]
-    writers = {n: f.writer(segment_items=config.segment_items) for n, f in features.items()}
-    batchers = {
-        enc.spec.name: _Batcher(enc, writers[enc.spec.name], config.batch_frames, summary)
-        for enc in encoders
-    }
-    try:
-        for item_id in _progress(pending, progress, summary):
-            wanted = [e for e in encoders if item_id in todo[e.spec.name]]
-            _extract_one(item_id, paths[item_id], wanted, writers, batchers, config, summary)
-        for batcher in batchers.values():
-            batcher.flush()
-    finally:
-        for writer in writers.values():
-            writer.close()
+    items = [
+        Item(i, None if paths[i] is None else str(paths[i]), tuple(n for n in todo if i in todo[n]))
+        for i in ids
+        if any(i in t for t in todo.values())
+    ]
+    tasks = [
+        tuple(items[k : k + config.segment_items])
+        for k in range(0, len(items), config.segment_items)
+    ]
+    total = Result()
+
+    def commit(result: Result) -> None:
+        for name, segments in result.segments.items():
+            for segment in segments:
+                features[name].commit(segment)
+        total.merge(result)
+
+    with ExtractProgress(len(items), enabled=progress) as bar:
+        if local:
+            _pipeline(config, devices[0], encoders)
+            for task in tasks:
+                commit(run_task(str(store_path), config, task, devices[0], on_item=bar.item))
+        else:
+            del encoders  # the workers build their own
+            _run_on_cluster(str(store_path), config, tasks, devices, commit, bar)
+    summary.failed, summary.videos, summary.frames = total.failed, total.videos, total.frames
+    summary.done.update(total.done)
+    summary.failed_now = total.failed_by_feature
+    summary.seconds = total.seconds
+    summary.wall_s = time.perf_counter() - start
     return summary
 
 
-def _extract_one(item_id, path, encoders, writers, batchers, config, summary) -> None:
-    t0 = time.perf_counter()
-    plans: dict[str, np.ndarray] = {}
+def _run_on_cluster(store_path, config, tasks, devices, commit, bar) -> None:
+    """Run the tasks on dask workers and commit each task's segments as it finishes."""
+    from dask.distributed import Client, LocalCluster, as_completed
 
-    def union(total: int, fps: float = 0.0) -> np.ndarray:
-        for enc in encoders:
-            plans[enc.spec.name] = enc.frame_indices(total, fps)
-        return np.unique(np.concatenate(list(plans.values())))
-
-    try:
-        if path is None:
-            raise DecodeError(item_id, "media file not found (manifest path is empty)")
-        decoded = read_frames(path, union, config.backend, timeout_s=config.decode_timeout_s)
-    except DecodeError as err:
-        for enc in encoders:
-            writers[enc.spec.name].fail(item_id, "decode", err.reason)
-        summary.failed[item_id] = f"decode: {err.reason}"
-        return
-    summary.seconds["decode"] += time.perf_counter() - t0
-    position = {int(idx): k for k, idx in enumerate(decoded.indices)}
-    for enc in encoders:
-        rows = [position[int(i)] for i in plans[enc.spec.name]]
-        batchers[enc.spec.name].add(
-            item_id, decoded.frames[rows], decoded.timestamps[rows], decoded.indices[rows]
+    cluster = None
+    if config.scheduler is None:
+        # One single-threaded worker process per device: one task per device at a time.
+        cluster = LocalCluster(
+            n_workers=len(devices),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            resources={"GPU": 1} if devices[0].startswith("cuda") else None,
         )
+        client, pinned = Client(cluster), devices
+    else:
+        client, pinned = Client(config.scheduler), ()
+    try:
+        workers = client.scheduler_info()["workers"].values()
+        # Workers that declare GPUs get one task per GPU at a time; CPU-only clusters need none.
+        gpus = any(w.get("resources", {}).get("GPU") for w in workers)
+        futures = [
+            client.submit(
+                _cluster_task,
+                store_path,
+                config,
+                task,
+                pinned,
+                pure=False,
+                resources={"GPU": 1} if gpus else None,
+            )
+            for task in tasks
+        ]
+        for future in as_completed(futures):
+            result = future.result()
+            commit(result)
+            bar.task(result)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
-def _progress(ids: list[str], enabled: bool, summary: ExtractSummary) -> Iterable[str]:
-    if not enabled:
-        yield from ids
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[bold]extract"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("failed {task.fields[failed]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    start = time.perf_counter()
-    with Progress(*columns) as bar:
-        task = bar.add_task("extract", total=len(ids), rate="", failed=0)
-        for n, item_id in enumerate(ids, 1):
-            yield item_id
-            rate = n / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=1, rate=f"{rate:.1f} videos/s", failed=len(summary.failed))
+def summary_rows(summary: ExtractSummary) -> list[dict[str, Any]]:
+    """One row per feature for the CLI's table (and tests)."""
+    return [
+        {
+            "feature": name,
+            "written": summary.done[name],
+            "already there": summary.skipped[name],
+            "failed earlier": summary.failed_before[name],
+            "failed now": summary.failed_now.get(name, 0),
+        }
+        for name in summary.done
+    ]

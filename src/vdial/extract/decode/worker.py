@@ -13,7 +13,9 @@ caller's main module. The worker is started once and reused, so the imports (tor
 torchcodec) are paid once, not per video; it is replaced after a timeout, a crash or a failed
 plan. The plan runs in the caller (so plans with side effects, like the runner's, act in the
 caller's memory): the worker sends the frame count and rate, the caller sends back the indices.
-Calls from several threads take turns on the one worker.
+A `DecodePool` holds several workers for the extraction pipeline, which decodes several videos
+at once; `read_frames(..., timeout_s=...)` uses a shared pool of one, on which calls from
+several threads take turns.
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ from vdial.extract.decode.core import (
     resolve,
     unavailable_reason,
 )
-
-_LOCK = threading.Lock()
 
 
 class _Worker:
@@ -84,42 +84,88 @@ class _Worker:
         self.conn.close()
 
 
-_worker: _Worker | None = None
+class DecodePool:
+    """Up to `size` worker processes, each decoding for one caller thread at a time.
+
+    The extraction pipeline decodes several videos at once from a thread pool of the same
+    size; each thread borrows an idle worker (starting one when none is idle) and returns it
+    when the worker answered, or kills it after a timeout, a crash or a failed plan.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError(f"a decode pool needs at least one worker, got {size}")
+        self.size = size
+        self._slots = threading.Semaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        with self._lock:
+            return [w.process.pid for w in self._all if w.process.poll() is None]
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.process.poll() is None:
+                    return worker
+                self._all.remove(worker)
+            worker = _Worker()
+            self._all.append(worker)
+            return worker
+
+    def _discard(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._all.remove(worker)
+
+    def decode(self, path: Path, indices, backend: Backend, timeout_s: float | None) -> Frames:
+        """`decode` in a worker; DecodeError(path, "timed out after N s") past `timeout_s`."""
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        with self._slots:
+            worker = self._take()
+            healthy = False
+            try:
+                worker.load(backend)
+                worker.conn.send(("decode", (str(path), backend)))
+                deadline = None if timeout_s is None else time.monotonic() + timeout_s
+                while True:
+                    kind, payload = worker.receive(deadline, path, timeout_s)
+                    if kind == "plan":
+                        worker.conn.send(("indices", resolve(indices, *payload, path)))
+                        continue
+                    healthy = True  # the worker answered and waits for the next request
+                    if kind == "error":
+                        raise payload
+                    return payload
+            finally:
+                if healthy:
+                    with self._lock:
+                        self._idle.append(worker)
+                else:  # timed out, died, or left waiting for indices: replace it
+                    self._discard(worker)
+
+    def close(self) -> None:
+        """Stop every worker; the pool starts new ones if it is used again."""
+        with self._lock:
+            workers, self._all, self._idle = self._all, [], []
+        for worker in workers:
+            worker.stop()
+
+
+DEFAULT_POOL = DecodePool(1)
+atexit.register(DEFAULT_POOL.close)
 
 
 def decode_with_timeout(path: Path, indices, backend: Backend, timeout_s: float) -> Frames:
-    """`decode` in the worker; DecodeError(path, "timed out after N s") past `timeout_s`."""
-    global _worker
+    """`decode` in the shared one-worker pool; calls from several threads take turns."""
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-    with _LOCK:
-        if _worker is None or _worker.process.poll() is not None:
-            _worker = _Worker()
-        worker = _worker
-        healthy = False
-        try:
-            worker.load(backend)
-            worker.conn.send(("decode", (str(path), backend)))
-            deadline = time.monotonic() + timeout_s
-            while True:
-                kind, payload = worker.receive(deadline, path, timeout_s)
-                if kind == "plan":
-                    worker.conn.send(("indices", resolve(indices, *payload, path)))
-                    continue
-                healthy = True  # the worker answered and waits for the next request
-                if kind == "error":
-                    raise payload
-                return payload
-        finally:
-            if not healthy:  # timed out, died, or left waiting for indices: replace it
-                worker.stop()
-                _worker = None
-
-
-@atexit.register
-def _stop_worker() -> None:
-    if _worker is not None:
-        _worker.stop()
+    return DEFAULT_POOL.decode(path, indices, backend, timeout_s)
 
 
 def _serve(conn: Connection) -> None:
