@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vdial.cache import FeatureStore
-from vdial.extract.runner import ExtractConfig, close_pipelines, run_extraction
+from vdial.extract.runner import ExtractConfig, run_extraction
 from vdial.manifests import read_folder
 
 ENCODERS = ("dinov2:tiny", "siglip:tiny")
@@ -22,13 +22,19 @@ def manifest(tmp_path_factory):
     return read_folder(videos, name="clips")
 
 
-def test_a_two_worker_cluster_writes_the_same_store_as_one_process(manifest, tmp_path):
+@pytest.fixture(scope="module")
+def local(manifest, tmp_path_factory):
+    """The same extraction in this process: what every cluster run must reproduce."""
+    path = tmp_path_factory.mktemp("local") / "store"
+    config = ExtractConfig(encoders=ENCODERS, random_init=True, frames=3, segment_items=3)
+    run_extraction(manifest, path, config, progress=False)
+    return FeatureStore.open(path)
+
+
+def test_a_two_worker_cluster_writes_the_same_store_as_one_process(manifest, local, tmp_path):
     from dask.distributed import Client, LocalCluster
 
     clips = len(manifest.media_paths()) - 1  # all but the broken file
-    config = ExtractConfig(encoders=ENCODERS, random_init=True, frames=3, segment_items=3)
-    run_extraction(manifest, tmp_path / "local", config, progress=False)
-    close_pipelines()
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
@@ -48,7 +54,6 @@ def test_a_two_worker_cluster_writes_the_same_store_as_one_process(manifest, tmp
     assert len(pids) == 2
     assert summary.done == {"dinov2": clips, "siglip": clips}
     assert set(summary.failed) == {"broken"}
-    local = FeatureStore.open(tmp_path / "local")
     clustered = FeatureStore.open(tmp_path / "cluster")
     for name in ("dinov2", "siglip"):
         feature = clustered[name]
@@ -59,3 +64,16 @@ def test_a_two_worker_cluster_writes_the_same_store_as_one_process(manifest, tmp
         assert feature.content_digest() == local[name].content_digest()
     assert again.done == {"dinov2": 0, "siglip": 0}
     assert again.skipped == {"dinov2": clips, "siglip": clips}
+
+
+def test_one_worker_per_device_on_this_machine(manifest, local, tmp_path):
+    """`--devices a,b`: our own LocalCluster, one single-threaded worker process per device."""
+    config = ExtractConfig(
+        encoders=ENCODERS, random_init=True, frames=3, segment_items=3, devices=("cpu", "cpu")
+    )
+    summary = run_extraction(manifest, tmp_path / "s", config, progress=False)
+    assert summary.devices == ("cpu", "cpu")
+    store = FeatureStore.open(tmp_path / "s")
+    for name in ("dinov2", "siglip"):
+        assert len({s.writer["pid"] for s in store[name].segment_indexes}) == 2
+        assert store[name].content_digest() == local[name].content_digest()

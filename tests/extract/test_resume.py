@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vdial.cache import FeatureStore
-from vdial.extract.runner import ExtractConfig, close_pipelines, run_extraction
+from vdial.extract.runner import ExtractConfig, run_extraction
 from vdial.manifests import Manifest, read_folder
 
 ENCODERS = ("dinov2:tiny", "siglip:tiny")
@@ -54,7 +54,6 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(media, tmp_path
         encoders=ENCODERS, random_init=True, frames=4, segment_items=2, decode_workers=2
     )
     summary = run_extraction(manifest, reference, config, progress=False)
-    close_pipelines()
     assert summary.done == {"dinov2": total - 1, "siglip": total - 1}
 
     resumed = tmp_path / "resumed"

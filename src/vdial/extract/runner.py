@@ -113,41 +113,37 @@ def build_encoders(config: ExtractConfig, device: str) -> dict[str, Encoder]:
     return encoders
 
 
-# One pipeline per process and device, kept between tasks: a dask worker builds its encoders
-# and starts its decoder processes once, not once per task.
+# A dask worker keeps one pipeline per process: it builds its encoders and starts its decoder
+# processes once, not once per task.
 _PIPELINES: dict[tuple[str, str], Pipeline] = {}
 _PIPELINES_LOCK = threading.Lock()
+_TASK_LOCK = threading.Lock()
 
 
-def _pipeline(config: ExtractConfig, device: str, encoders=None) -> Pipeline:
+def _worker_pipeline(config: ExtractConfig, device: str) -> Pipeline:
     key = (repr(config), device)
     with _PIPELINES_LOCK:
         if key not in _PIPELINES:
-            for stale in _PIPELINES.values():
-                stale.close()
-            _PIPELINES.clear()
-            built = encoders if encoders is not None else build_encoders(config, device)
-            _PIPELINES[key] = Pipeline(built, config.pipeline())
+            close_pipelines()
+            _PIPELINES[key] = Pipeline(build_encoders(config, device), config.pipeline())
         return _PIPELINES[key]
 
 
 def close_pipelines() -> None:
-    """Stop the decoder processes and drop the encoders this process keeps."""
-    with _PIPELINES_LOCK:
-        for pipeline in _PIPELINES.values():
-            pipeline.close()
-        _PIPELINES.clear()
+    """Stop the decoder processes and drop the encoders a worker process keeps."""
+    for pipeline in _PIPELINES.values():
+        pipeline.close()
+    _PIPELINES.clear()
 
 
 def run_task(
     store_path: str,
     config: ExtractConfig,
     items: tuple[Item, ...],
-    device: str,
+    pipeline: Pipeline,
     on_item: Callable[[Item, int, bool], None] | None = None,
 ) -> Result:
-    """Extract one task's items on `device`; returns the written, uncommitted segments."""
-    pipeline = _pipeline(config, device)
+    """Extract one task's items; returns the written, uncommitted segments."""
     store = FeatureStore.open(store_path, mode="a")
     writers = {
         name: store[name].writer(segment_items=config.segment_items, commit=False)
@@ -168,7 +164,10 @@ def _cluster_task(store_path: str, config: ExtractConfig, items, devices) -> Res
     else:  # a remote worker sees its own GPU (launched with CUDA_VISIBLE_DEVICES) or none
         device = resolve_devices(("auto",))[0]
         device = "cuda" if device.startswith("cuda") else device
-    return run_task(store_path, config, items, device)
+    # One task at a time per process, whatever the worker's thread count: the device runs one
+    # batch at a time anyway, and the decoder processes are shared.
+    with _TASK_LOCK:
+        return run_task(store_path, config, items, _worker_pipeline(config, device))
 
 
 def select_ids(manifest: Manifest, config: ExtractConfig) -> tuple[list[str], dict]:
@@ -239,9 +238,12 @@ def run_extraction(
 
     with ExtractProgress(len(items), enabled=progress) as bar:
         if local:
-            _pipeline(config, devices[0], encoders)
-            for task in tasks:
-                commit(run_task(str(store_path), config, task, devices[0], on_item=bar.item))
+            pipeline = Pipeline(encoders, config.pipeline())
+            try:
+                for task in tasks:
+                    commit(run_task(str(store_path), config, task, pipeline, on_item=bar.item))
+            finally:
+                pipeline.close()
         else:
             del encoders  # the workers build their own
             _run_on_cluster(str(store_path), config, tasks, devices, commit, bar)
