@@ -19,6 +19,7 @@ JSON_FILES = [
     "visdial/visdial_1.0_val.json",
     "visdial/visdial_1.0_test.json",
     "visdial/visdial_1.0_val_dense_annotations.json",
+    "visdial/question_types.json",
     "synth.json",
 ]
 

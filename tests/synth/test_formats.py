@@ -85,6 +85,18 @@ def test_multiref_matches_the_real_dstc10_file(tiny: SynthSummary, truth: dict) 
         assert reason["timestamp"] == [0.0, duration] and reason["sentence"] in last["answer"]
 
 
+def test_visdial_question_types_cover_every_round(tiny: SynthSummary) -> None:
+    types = _load(tiny.visdial_dir / "question_types.json")
+    rounds = {
+        str(d["image_id"]): d["dialog"]
+        for split in ("train", "val", "test")
+        for d in _load(tiny.visdial_dir / f"visdial_1.0_{split}.json")["data"]["dialogs"]
+    }
+    assert set(types) == set(rounds)
+    for image_id, dialog in rounds.items():
+        assert len(types[image_id]) == len(dialog) and set(types[image_id]) <= TYPES
+
+
 def test_question_types_cover_every_turn_of_every_dialog(tiny: SynthSummary) -> None:
     types = _load(tiny.avsd_dir / "question_types.json")
     dialogs = {

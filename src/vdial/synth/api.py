@@ -8,6 +8,7 @@ Layout written under `out`:
     avsd/test_multiref.json               DSTC10 multiref+reason format of the test dialogs
     avsd/question_types.json              {video id: [type of each turn]}, all splits
     visdial/visdial_1.0_{train,val,test}.json, visdial/visdial_1.0_val_dense_annotations.json
+    visdial/question_types.json           {image id: [type of each round]}, all splits
     synth.json                            parameters, seed and every item's ground truth
 
 Each item draws from its own RNG seeded by (seed, dataset, index), so an item does not
@@ -231,6 +232,12 @@ def write_annotations(p: Plan, out: Path) -> None:
     formats.write_json(
         out / "visdial" / "visdial_1.0_val_dense_annotations.json",
         formats.dense_annotations(p.visdial["val"]),
+    )
+    all_visdial = [d for split in SPLITS for d in p.visdial[split]]
+    formats.write_json(
+        out / "visdial" / "question_types.json",
+        formats.visdial_question_types(all_visdial),
+        indent=2,
     )
     formats.write_json(out / "synth.json", _ground_truth(p), indent=1)
 

@@ -75,6 +75,11 @@ def question_types(dialogs: list[AvsdDialog]) -> dict[str, list[str]]:
     return {d.id: [t.question.qtype for t in d.turns] for d in dialogs}
 
 
+def visdial_question_types(dialogs: list[VisdialDialog]) -> dict[str, list[str]]:
+    """{image id (as a string, JSON keys are strings): [type of each round]}."""
+    return {str(d.image_id): [t.question.qtype for t in d.rounds] for d in dialogs}
+
+
 def visdial_json(split: str, dialogs: list[VisdialDialog]) -> dict[str, Any]:
     """VisDial v1.0 format of one split; questions and answers are indexed string lists."""
     answers = [p.text for p in answer_pool()]
