@@ -226,6 +226,7 @@ class Pipeline:
         self.pool = DecodePool(config.decode_workers)
         self.threads = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="vdial-decode")
         self._lock = threading.Lock()
+        self.busy = threading.Lock()  # held by whoever runs it: one run at a time
 
     def close(self) -> None:
         self.threads.shutdown(wait=True)

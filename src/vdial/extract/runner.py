@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vdial import __version__
-from vdial.cache import FeatureStore
+from vdial.cache import Feature, FeatureStore
 from vdial.extract.decode import DEFAULT_BACKEND, Backend
 from vdial.extract.encoders import Encoder, build_encoder
 from vdial.extract.pipeline import Item, Pipeline, PipelineConfig, Result
@@ -113,40 +113,40 @@ def build_encoders(config: ExtractConfig, device: str) -> dict[str, Encoder]:
     return encoders
 
 
-# A dask worker keeps one pipeline per process: it builds its encoders and starts its decoder
-# processes once, not once per task.
-_PIPELINES: dict[tuple[str, str], Pipeline] = {}
-_PIPELINES_LOCK = threading.Lock()
-_TASK_LOCK = threading.Lock()
+# A dask worker keeps its pipeline and open features per process: it builds its encoders,
+# starts its decoder processes and reads the store's indexes once, not once per task.
+_WORKER: dict[tuple[str, str, str], tuple[Pipeline, dict[str, Feature]]] = {}
+_WORKER_LOCK = threading.Lock()
 
 
-def _worker_pipeline(config: ExtractConfig, device: str) -> Pipeline:
-    key = (repr(config), device)
-    with _PIPELINES_LOCK:
-        if key not in _PIPELINES:
+def _worker_state(store_path: str, config: ExtractConfig, device: str):
+    key = (store_path, repr(config), device)
+    with _WORKER_LOCK:
+        if key not in _WORKER:
             close_pipelines()
-            _PIPELINES[key] = Pipeline(build_encoders(config, device), config.pipeline())
-        return _PIPELINES[key]
+            pipeline = Pipeline(build_encoders(config, device), config.pipeline())
+            store = FeatureStore.open(store_path, mode="a")
+            _WORKER[key] = (pipeline, {name: store[name] for name in pipeline.encoders})
+        return _WORKER[key]
 
 
 def close_pipelines() -> None:
     """Stop the decoder processes and drop the encoders a worker process keeps."""
-    for pipeline in _PIPELINES.values():
+    for pipeline, _ in _WORKER.values():
         pipeline.close()
-    _PIPELINES.clear()
+    _WORKER.clear()
 
 
 def run_task(
-    store_path: str,
+    features: dict[str, Feature],
     config: ExtractConfig,
     items: tuple[Item, ...],
     pipeline: Pipeline,
     on_item: Callable[[Item, int, bool], None] | None = None,
 ) -> Result:
     """Extract one task's items; returns the written, uncommitted segments."""
-    store = FeatureStore.open(store_path, mode="a")
     writers = {
-        name: store[name].writer(segment_items=config.segment_items, commit=False)
+        name: features[name].writer(segment_items=config.segment_items, commit=False)
         for name in pipeline.encoders
     }
     result = pipeline.run(items, writers, on_item=on_item)
@@ -166,8 +166,9 @@ def _cluster_task(store_path: str, config: ExtractConfig, items, devices) -> Res
         device = "cuda" if device.startswith("cuda") else device
     # One task at a time per process, whatever the worker's thread count: the device runs one
     # batch at a time anyway, and the decoder processes are shared.
-    with _TASK_LOCK:
-        return run_task(store_path, config, items, _worker_pipeline(config, device))
+    pipeline, features = _worker_state(store_path, config, device)
+    with pipeline.busy:
+        return run_task(features, config, items, pipeline)
 
 
 def select_ids(manifest: Manifest, config: ExtractConfig) -> tuple[list[str], dict]:
@@ -241,7 +242,7 @@ def run_extraction(
             pipeline = Pipeline(encoders, config.pipeline())
             try:
                 for task in tasks:
-                    commit(run_task(str(store_path), config, task, pipeline, on_item=bar.item))
+                    commit(run_task(features, config, task, pipeline, on_item=bar.item))
             finally:
                 pipeline.close()
         else:
