@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from vdial.cache import FeatureStore
+from vdial.cache.gc import collect_garbage
+from vdial.cache.verify import verify_store
 from vdial.extract.runner import ExtractConfig, run_extraction
 from vdial.manifests import Manifest, read_folder
 
@@ -69,7 +71,11 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(media, tmp_path
 
     again = subprocess.run(_cli(media, resumed), capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stderr
+    # What the killed task had written but not committed goes; the result must still verify.
+    collect_garbage(FeatureStore.open(resumed, mode="a"), older_than_s=0)
     ref_store, res_store = FeatureStore.open(reference), FeatureStore.open(resumed)
+    report = verify_store(res_store, expected_ids=sorted(manifest.media_paths()))
+    assert report.ok and not res_store["dinov2"].uncommitted_segments
     for name in ("dinov2", "siglip"):
         ref, res = ref_store[name], res_store[name]
         assert res.ids == ref.ids and len(res.ids) == total - 1

@@ -6,60 +6,29 @@ Only typer and the standard library are imported at module level; the store impl
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
+
+from vdial.cache.cli_common import (
+    DatasetOption,
+    ProgressOption,
+    StoreOption,
+    fail,
+    human_bytes,
+    item_shape_text,
+    store_path,
+)
+from vdial.cache.cli_legacy import export, import_
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Inspect, verify and derive cached features.",
     pretty_exceptions_enable=False,
 )
-
-DatasetOption = Annotated[
-    str | None,
-    typer.Option("--dataset", help="Dataset name: the store is ./cache/NAME."),
-]
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Path or URL of the feature store, e.g. s3://bucket/cache/avsd (instead of "
-        "--dataset). S3 credentials and endpoint come from the usual AWS_* variables.",
-    ),
-]
-
-ProgressOption = Annotated[
-    bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
-]
-
-
-def _store_path(dataset: str | None, store: str | None) -> str | Path:
-    if (dataset is None) == (store is None):
-        raise typer.BadParameter("give exactly one of --dataset or --store")
-    if store is None:
-        return Path("cache") / dataset
-    return store if "://" in store else Path(store)
-
-
-def _human_bytes(n: int) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    exponent = min(int(math.log(n, 1024)), len(units) - 1) if n > 0 else 0
-    return f"{n} B" if exponent == 0 else f"{n / 1024**exponent:.1f} {units[exponent]}"
-
-
-def _shape(item_shape: list[int] | tuple[int, ...]) -> str:
-    # Axis 0 (frames, regions) is ragged, so it shows as T.
-    return "(" + ", ".join(["T", *map(str, item_shape)]) + ")"
-
-
-def _fail(err: Exception) -> typer.Exit:
-    # User-facing problems (missing store, unknown feature, bad grid) print one line, exit 1.
-    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
+app.command("import")(import_)
+app.command("export")(export)
 
 
 @app.command()
@@ -70,11 +39,11 @@ def info(dataset: DatasetOption = None, store: StoreOption = None) -> None:
 
     from vdial.cache.store import FeatureStore
 
-    path = _store_path(dataset, store)
+    path = store_path(dataset, store)
     try:
         rows = FeatureStore.open(path, "r").info()
     except (FileNotFoundError, ValueError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     table = Table(title=f"feature store {path}")
     columns = ("feature", "items", "failed", "item shape", "dtype", "on disk")
     for column in (*columns, "made by", "weights or source", "derived from"):
@@ -86,9 +55,9 @@ def info(dataset: DatasetOption = None, store: StoreOption = None) -> None:
             row["name"],
             str(row["items"]),
             str(row["failed"]),
-            _shape(row["item_shape"]),
+            item_shape_text(row["item_shape"]),
             row["dtype"],
-            _human_bytes(row["bytes"]),
+            human_bytes(row["bytes"]),
             row["encoder"] or "-",
             row["weights"] or "-",
             _lineage(row["lineage"]),
@@ -153,7 +122,7 @@ def verify(
     from vdial.cache.store import FeatureStore
     from vdial.cache.verify import print_report
 
-    path = _store_path(dataset, store)
+    path = store_path(dataset, store)
     if manifest is None and dataset is not None and (Path("manifests") / dataset).is_dir():
         manifest = Path("manifests") / dataset
     try:
@@ -173,7 +142,7 @@ def verify(
             ]
         report = _verify_with_progress(opened, names, expected, progress)
     except (FileNotFoundError, KeyError, ValueError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     if json_out is not None:
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     print_report(report, manifest)
@@ -195,6 +164,49 @@ def _verify_with_progress(opened, names, expected, progress):
             expected_ids=expected,
             on_segment=lambda n: bar.advance(task, n),
         )
+
+
+@app.command()
+def gc(
+    dataset: DatasetOption = None,
+    store: StoreOption = None,
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            help="Only segments untouched for this many hours: younger ones may belong to a "
+            "writer that is running now (0: all of them).",
+        ),
+    ] = 1.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove uncommitted segments that killed writers or lost extraction tasks left behind."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vdial.cache.gc import collect_garbage
+    from vdial.cache.store import FeatureStore
+
+    try:
+        path = store_path(dataset, store)
+        opened = FeatureStore.open(path, "r")  # a missing store is an error, never created
+        if not dry_run:
+            opened = FeatureStore.open(path, "a")
+        report = collect_garbage(opened, older_than_s=older_than * 3600, dry_run=dry_run)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        raise fail(err) from err
+    table = Table(title=f"uncommitted segments in {opened.path}")
+    for column in ("feature", "segment", "size", "age", "removed"):
+        table.add_column(column)
+    for row in report:
+        age = "unknown" if row.age_s is None else f"{row.age_s / 3600:.1f} h"
+        removed = "yes" if row.removed else "no (dry run)" if dry_run else "no (too recent)"
+        table.add_row(row.feature, row.segment, human_bytes(row.nbytes), age, removed)
+    Console().print(table)
+    freed = sum(r.nbytes for r in report if r.removed)
+    typer.echo(f"removed {sum(r.removed for r in report)} segment(s), {human_bytes(freed)}")
 
 
 @app.command()
@@ -246,7 +258,7 @@ def pool(
     from vdial.cache.view_ops import view_op
     from vdial.cache.views import make_view
 
-    path = _store_path(dataset, store)
+    path = store_path(dataset, store)
     given = {"grid": grid, "every": every, "frames": frames}
     try:
         transform = view_op(op, **{k: v for k, v in given.items() if v is not None})
@@ -262,130 +274,5 @@ def pool(
             progress=progress,
         )
     except (FileNotFoundError, KeyError, ValueError) as err:
-        raise _fail(err) from err
-    typer.echo(f"{view.name}: {len(view)} items, item shape {_shape(view.item_shape)}")
-
-
-@app.command("import")
-def import_(
-    fmt: Annotated[
-        Literal["avsd-npy", "visdial-h5", "videochatgpt-pkl"],
-        typer.Argument(
-            metavar="FORMAT",
-            help="avsd-npy (<type>/<id>.npy and <type>_testset/<id>.npy folders), visdial-h5 "
-            "(bottom-up region features) or videochatgpt-pkl (<id>.pkl per video).",
-        ),
-    ],
-    source: Annotated[
-        Path,
-        typer.Argument(
-            metavar="SOURCE", help="The features folder (npy, pkl) or .h5 file to import."
-        ),
-    ],
-    feature: Annotated[
-        str | None,
-        typer.Option(
-            "--feature",
-            help="Feature name (avsd-npy: a prefix, giving NAME/<type>); default: the type "
-            "(avsd-npy) or the source's file or folder name.",
-        ),
-    ] = None,
-    dtype: Annotated[
-        Literal["keep", "float16", "float32"],
-        typer.Option("--dtype", help="Store the source dtype (exact round trip) or cast."),
-    ] = "keep",
-    types: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="avsd-npy: import only this feature type (repeatable)."),
-    ] = None,
-    id_map: Annotated[
-        Path | None,
-        typer.Option(
-            "--id-map",
-            help="visdial-h5: {image_id: row} pickle for files without an id dataset.",
-        ),
-    ] = None,
-    dataset: DatasetOption = None,
-    store: StoreOption = None,
-    progress: ProgressOption = True,
-) -> None:
-    """Import legacy feature dumps into a store (resumable; bad files become failed items)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from vdial.cache.legacy_h5 import import_visdial_h5
-    from vdial.cache.legacy_npy import import_avsd_npy
-    from vdial.cache.legacy_pkl import import_videochatgpt_pkl
-    from vdial.cache.store import FeatureStore
-
-    if types and fmt != "avsd-npy":
-        raise typer.BadParameter("--type applies to avsd-npy only")
-    if id_map is not None and fmt != "visdial-h5":
-        raise typer.BadParameter("--id-map applies to visdial-h5 only")
-    path = _store_path(dataset, store)
-    try:
-        target = FeatureStore.open(path, "a")
-        if fmt == "avsd-npy":
-            reports = import_avsd_npy(
-                target, source, prefix=feature, types=types, dtype=dtype, progress=progress
-            )
-        elif fmt == "visdial-h5":
-            reports = [
-                import_visdial_h5(
-                    target, source, name=feature, id_map=id_map, dtype=dtype, progress=progress
-                )
-            ]
-        else:
-            reports = [
-                import_videochatgpt_pkl(
-                    target, source, name=feature, dtype=dtype, progress=progress
-                )
-            ]
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as err:
-        raise _fail(err) from err
-    table = Table(title=f"imported {source} into {path}")
-    for column in ("feature", "added", "skipped", "failed"):
-        table.add_column(column, justify="left" if column == "feature" else "right")
-    for report in reports:
-        table.add_row(report.feature, str(report.added), str(report.skipped), str(report.failed))
-    console = Console()
-    console.print(table)
-    for report in reports:
-        for note in report.notes:
-            console.print(f"note: {note}", markup=False)
-
-
-@app.command()
-def export(
-    fmt: Annotated[
-        Literal["npy", "visdial-h5"],
-        typer.Argument(
-            metavar="FORMAT",
-            help="npy (<id>.npy per item; AVSD imports get their <type>/ and <type>_testset/ "
-            "folders back) or visdial-h5 (padded bottom-up layout).",
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Argument(metavar="OUT", help="Output folder (npy) or .h5 file (visdial-h5)."),
-    ],
-    feature: Annotated[str, typer.Option("--feature", help="The feature to export.")],
-    dataset: DatasetOption = None,
-    store: StoreOption = None,
-    progress: ProgressOption = True,
-) -> None:
-    """Export a feature to per-id .npy files or a VisDial bottom-up .h5 file."""
-    from vdial.cache.legacy_h5_export import export_visdial_h5
-    from vdial.cache.legacy_npy import export_npy
-    from vdial.cache.store import FeatureStore
-
-    path = _store_path(dataset, store)
-    try:
-        source = FeatureStore.open(path, "r")[feature]
-        if fmt == "npy":
-            count = export_npy(source, out, progress=progress)
-        else:
-            count = export_visdial_h5(source, out, progress=progress)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise _fail(err) from err
-    typer.echo(f"{feature}: exported {count} items to {out}")
+        raise fail(err) from err
+    typer.echo(f"{view.name}: {len(view)} items, item shape {item_shape_text(view.item_shape)}")

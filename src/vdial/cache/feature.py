@@ -293,6 +293,13 @@ class Feature:
         self._register(committed)
         return committed
 
+    def _segment_prefix(self, name: str) -> str:
+        """Key prefix of a segment's files inside the store."""
+        return f"{self._group.path}/{SEGMENTS}/{name}"
+
+    def _remove_segment(self, name: str) -> None:
+        del self._group[f"{SEGMENTS}/{name}"]
+
     def _create_segment(self, name: str) -> zarr.Group:
         return self._group.create_group(f"{SEGMENTS}/{name}")
 
