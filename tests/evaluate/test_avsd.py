@@ -1,4 +1,5 @@
-"""AVSD reference/prediction loading and last-turn metrics."""
+"""AVSD reference/prediction loading and the last-turn and all-turn metrics, with the done-when
+check: vdial's numbers on the real DSTC10 multiref file equal pycocoevalcap's run directly."""
 
 from __future__ import annotations
 
@@ -17,10 +18,20 @@ from vdial.evaluate.avsd import (
     load_question_types,
     load_references,
 )
+from vdial.evaluate.coco import FastScorer, OfficialScorer, java_missing, meteor_process
 from vdial.evaluate.text import normalize
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "avsd"
 MULTIREF = REAL / "test_set4DSTC10-AVSD_multiref+reason.json"
+
+
+FAST = FastScorer()
+
+
+def _official() -> OfficialScorer:
+    if java_missing():
+        pytest.skip(java_missing())
+    return OfficialScorer()
 
 
 def _real(name: str) -> Path:
@@ -146,7 +157,9 @@ def test_filled_in_real_test_file_scores_perfectly(tmp_path: Path) -> None:
     assert predictions["CGRUM"] == "yes he appears to be watching the news ."
     # Scoring all 1804 dialogs takes seconds in pycocoevalcap; a slice checks the same path.
     subset = sorted(refs)[:300]
-    result = evaluate_avsd({k: predictions[k] for k in subset}, {k: refs[k] for k in subset})
+    result = evaluate_avsd(
+        {k: predictions[k] for k in subset}, {k: refs[k] for k in subset}, scorer=FAST
+    )
     assert result["n"] == 300 and result["missing"] == []
     assert result["overall"]["exact_match"] == 1.0
     assert result["overall"]["ROUGE_L"] == pytest.approx(1.0)
@@ -218,7 +231,7 @@ def test_question_types_file(tmp_path: Path) -> None:
 
 def test_hand_computed_bleu1_and_rouge() -> None:
     refs = _refs(d1=["a man is sitting on the couch ."], d2=["Yes, he is."])
-    result = evaluate_avsd({"d1": "The man is eating.", "d2": "yes"}, refs)
+    result = evaluate_avsd({"d1": "The man is eating.", "d2": "yes"}, refs, scorer=FAST)
     # Clipped unigram matches 3/4 + 1/1; hypothesis length 5 vs reference length 10.
     assert result["overall"]["Bleu_1"] == pytest.approx(4 / 5 * math.exp(1 - 10 / 5), rel=1e-6)
 
@@ -240,13 +253,13 @@ CASES = {
 }
 
 
-def test_metrics_equal_pycocoevalcap_called_directly() -> None:
+def test_fast_metrics_equal_pycocoevalcap_called_directly() -> None:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
     refs = _refs(**{k: v[0] for k, v in CASES.items()})
-    result = evaluate_avsd({k: v[1] for k, v in CASES.items()}, refs)
+    result = evaluate_avsd({k: v[1] for k, v in CASES.items()}, refs, scorer=FAST)
     gts = {k: [normalize(a) for a in v[0]] for k, v in CASES.items()}
     res = {k: [normalize(v[1])] for k, v in CASES.items()}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
@@ -254,18 +267,63 @@ def test_metrics_equal_pycocoevalcap_called_directly() -> None:
     expected["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
     expected["CIDEr"] = Cider().compute_score(gts, res)[0]
     expected["exact_match"] = 1 / 5  # only d4 ("it 's a woman") matches after normalisation
+    assert result["overall"].pop("METEOR") is None  # unavailable, never 0
     assert result["overall"] == pytest.approx(expected, rel=1e-12)
     assert result["protocol"] == "avsd/last-turn"
+    assert result["scorer"] == "fast-inprocess"
     assert result["normalisation"] == "vdial-inprocess-ptb"
+    assert result["meteor"].startswith("unavailable: ")
     assert result["by_type"] == {}
     assert expected["CIDEr"] > 0 and expected["Bleu_4"] > 0
+
+
+def _direct_coco(
+    refs: dict[Any, list[str]], hyps: dict[Any, str], *, meteor: bool
+) -> tuple[dict[str, float], dict[Any, list[str]], dict[Any, list[str]]]:
+    """pycocoevalcap as coco-caption calls it: PTBTokenizer on each side, then the scorers.
+
+    Returns the scores and the tokenized references and hypotheses.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": a} for a in v] for k, v in refs.items()})
+    res = tokenizer.tokenize({k: [{"caption": h}] for k, h in hyps.items()})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"Bleu_{n + 1}": b for n, b in enumerate(bleu)}
+    scores["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
+    scores["CIDEr"] = Cider().compute_score(gts, res)[0]
+    if meteor:
+        # pycocoevalcap's Meteor object, the one vdial also uses: a second JVM would cost
+        # 10-20 s more to load, and its requests are independent, so nothing is shared but
+        # the process (the inputs here are built without vdial).
+        scores["METEOR"] = meteor_process().compute_score(gts, res)[0]
+    return scores, gts, res
+
+
+def test_official_metrics_equal_pycocoevalcap_called_directly() -> None:
+    official = _official()
+    refs = _refs(**{k: v[0] for k, v in CASES.items()})
+    result = evaluate_avsd({k: v[1] for k, v in CASES.items()}, refs, scorer=official)
+    assert result["scorer"] == "official-ptb-java"
+    assert result["normalisation"] == "ptb-corenlp-3.4.1-java"
+    assert result["meteor"] == "available"
+    expected, _, _ = _direct_coco(
+        {k: v[0] for k, v in CASES.items()}, {k: v[1] for k, v in CASES.items()}, meteor=True
+    )
+    assert result["overall"].pop("exact_match") == 1 / 5
+    assert result["overall"] == pytest.approx(expected, rel=1e-12)
+    assert 0 < expected["METEOR"] < 1
 
 
 def test_perfect_predictions() -> None:
     refs = _refs(**{k: v[0] for k, v in CASES.items()})
     # Identical to one reference up to case and punctuation.
     predictions = {k: v[0][-1].upper().replace(" .", "!") for k, v in CASES.items()}
-    overall = evaluate_avsd(predictions, refs)["overall"]
+    overall = evaluate_avsd(predictions, refs, scorer=FAST)["overall"]
     for n in range(1, 5):
         assert overall[f"Bleu_{n}"] == pytest.approx(1.0, abs=1e-6)
     assert overall["ROUGE_L"] == pytest.approx(1.0)
@@ -275,21 +333,21 @@ def test_perfect_predictions() -> None:
 def test_missing_predictions_are_listed_and_scored_empty() -> None:
     refs = _refs(**{k: v[0] for k, v in CASES.items()})
     partial = {k: v[1] for k, v in CASES.items() if k not in ("d2", "d5")}
-    result = evaluate_avsd(partial, refs)
+    result = evaluate_avsd(partial, refs, scorer=FAST)
     assert result["missing"] == ["d2", "d5"]
     assert result["n"] == 5
-    explicit = evaluate_avsd({**partial, "d2": "", "d5": ""}, refs)
+    explicit = evaluate_avsd({**partial, "d2": "", "d5": ""}, refs, scorer=FAST)
     assert explicit["missing"] == []
     assert result["overall"] == explicit["overall"]
-    full = evaluate_avsd({k: v[1] for k, v in CASES.items()}, refs)
+    full = evaluate_avsd({k: v[1] for k, v in CASES.items()}, refs, scorer=FAST)
     assert result["overall"]["ROUGE_L"] < full["overall"]["ROUGE_L"]
 
 
 def test_prediction_for_unknown_dialog_is_an_error() -> None:
-    with pytest.raises(EvaluationError, match=r"1 predicted dialog\(s\) are not in the references"):
-        evaluate_avsd({"zz": "x"}, _refs(a=["x"]))
+    with pytest.raises(EvaluationError, match=r"1 prediction\(s\) are not in the references"):
+        evaluate_avsd({"zz": "x"}, _refs(a=["x"]), scorer=FAST)
     with pytest.raises(EvaluationError, match="no references"):
-        evaluate_avsd({}, {})
+        evaluate_avsd({}, {}, scorer=FAST)
 
 
 def test_breakdown_by_question_type_of_the_scored_turn() -> None:
@@ -307,7 +365,7 @@ def test_breakdown_by_question_type_of_the_scored_turn() -> None:
         "d5": ["audio", "scene"],
         "unrelated": ["audio"],
     }
-    result = evaluate_avsd(predictions, refs, question_types=types)
+    result = evaluate_avsd(predictions, refs, question_types=types, scorer=FAST)
     assert {t: s["n"] for t, s in result["by_type"].items()} == {
         "audio": 1,
         "person": 1,
@@ -315,13 +373,207 @@ def test_breakdown_by_question_type_of_the_scored_turn() -> None:
     }
     assert result["by_type"]["person"]["exact_match"] == 1.0
     scene = ["d1", "d3", "d5"]
-    alone = evaluate_avsd({k: predictions[k] for k in scene}, {k: refs[k] for k in scene})[
-        "overall"
-    ]
+    alone = evaluate_avsd(
+        {k: predictions[k] for k in scene}, {k: refs[k] for k in scene}, scorer=FAST
+    )["overall"]
     assert result["by_type"]["scene"] == pytest.approx({**alone, "n": 3})
     with pytest.raises(
         EvaluationError, match=r"3 scored dialog\(s\) have no entry, e.g. \['d3', 'd4', 'd5'\]"
     ):
-        evaluate_avsd(predictions, refs, question_types={k: types[k] for k in ("d1", "d2")})
+        evaluate_avsd(
+            predictions, refs, question_types={k: types[k] for k in ("d1", "d2")}, scorer=FAST
+        )
     with pytest.raises(EvaluationError, match="dialog 'd1' lists 1 turn"):
-        evaluate_avsd(predictions, refs, question_types={**types, "d1": ["count"]})
+        evaluate_avsd(predictions, refs, question_types={**types, "d1": ["count"]}, scorer=FAST)
+
+
+# --- all turns --------------------------------------------------------------------------
+
+
+def test_real_multiref_all_turns() -> None:
+    refs = load_references(_real(MULTIREF.name), turns="all")
+    assert len(refs) == 12399 + 1804
+    assert refs["CGRUM", 0] == Reference(
+        dialog_id="CGRUM",
+        turn=0,
+        question="it is a man or a woman ?",
+        answers=("it is a man on the bed",),
+    )
+    assert refs["CGRUM", 7] == load_references(MULTIREF)["CGRUM"]
+    assert sum(len(r.answers) == 6 for r in refs.values()) == 1804
+    with pytest.raises(EvaluationError, match=r"dialogs\[0\]\.dialog\[7\] \(CGRUM\) and 1803 more"):
+        load_references(_real("test_set4DSTC10-AVSD.json"), turns="all")
+
+
+def test_all_turn_predictions_need_turn_keys(tmp_path: Path) -> None:
+    refs = load_references(
+        _write(tmp_path / "ref.json", _avsd({"v": [("q0", "a0"), ("q1", ["b", "c"])]})),
+        turns="all",
+    )
+    assert set(refs) == {("v", 0), ("v", 1)}
+    rows = [
+        {"dialog_id": "v", "turn": 1, "answer": "b"},
+        {"dialog_id": "v", "turn": 0, "answer": "x"},
+    ]
+    path = _write(tmp_path / "rows.json", rows)
+    assert load_predictions(path, references=refs, turns="all") == {("v", 1): "b", ("v", 0): "x"}
+    extra = _write(tmp_path / "extra.json", [*rows, {"dialog_id": "v", "turn": 2, "answer": "z"}])
+    with pytest.raises(EvaluationError, match=r"extra.json: \[2\] \(v\): turn 2 is not a turn"):
+        load_predictions(extra, references=refs, turns="all")
+    for data, kind in (({"v": "b"}, "dict"), (_avsd({"v": [("q0", "a0"), ("q1", "b")]}), "dict")):
+        with pytest.raises(EvaluationError, match=f"keyed by dialog and turn.*got {kind}"):
+            load_predictions(_write(tmp_path / "p.json", data), turns="all")
+    with pytest.raises(ValueError, match="unknown turns 'first'"):
+        load_predictions(path, turns="first")
+
+
+def test_all_turns_evaluation(tmp_path: Path) -> None:
+    data = _avsd(
+        {
+            "v1": [("q", "A red cup."), ("q", "two"), ("q", ["it is blue .", "blue"])],
+            "v2": [("q", "No sound."), ("q", ["a dog", "the dog ."])],
+        }
+    )
+    refs = load_references(_write(tmp_path / "ref.json", data), turns="all")
+    predictions = {("v1", 0): "a red cup", ("v1", 2): "It is blue!", ("v2", 1): "a cat"}
+    types = {"v1": ["colour", "count", "colour"], "v2": ["audio", "animal"]}
+    result = evaluate_avsd(predictions, refs, turns="all", question_types=types, scorer=FAST)
+    assert result["protocol"] == "avsd/all-turns"
+    assert result["n"] == 5
+    assert result["missing"] == [["v1", 1], ["v2", 0]]
+    assert {t: s["n"] for t, s in result["by_type"].items()} == {
+        "animal": 1,
+        "audio": 1,
+        "colour": 2,
+        "count": 1,
+    }
+    assert result["overall"]["exact_match"] == pytest.approx(2 / 5)
+    assert result["by_type"]["colour"]["exact_match"] == 1.0
+    # The same items keyed by an opaque id score the same: keys only pair the two sides.
+    flat = {f"{d}/{t}": r for (d, t), r in refs.items()}
+    same = evaluate_avsd({f"{d}/{t}": a for (d, t), a in predictions.items()}, flat, scorer=FAST)
+    assert same["overall"] == result["overall"]
+    with pytest.raises(EvaluationError, match=r"turns='all' needs references keyed by \(dialog"):
+        evaluate_avsd({}, flat, turns="all", scorer=FAST)
+    with pytest.raises(EvaluationError, match="turns='last' needs references keyed by dialog_id"):
+        evaluate_avsd({}, refs, scorer=FAST)
+
+
+# --- done when: vdial equals pycocoevalcap on the real multiref file ----------------------
+
+
+def _one_against_five() -> tuple[dict[str, str], dict[str, Reference]]:
+    """Reference 1 of each last turn as the prediction, the other five as references."""
+    scored = load_references(_real(MULTIREF.name))
+    refs = {
+        k: Reference(dialog_id=k, turn=r.turn, question=r.question, answers=r.answers[1:])
+        for k, r in scored.items()
+    }
+    return {k: r.answers[0] for k, r in scored.items()}, refs
+
+
+# The issue's acceptance test, so it runs in `make test`: ~25 s idle (METEOR over 1804 items
+# twice, once through vdial and once directly).
+def test_official_scorer_equals_pycocoevalcap_on_real_multiref() -> None:
+    official = _official()
+    predictions, refs = _one_against_five()
+    result = evaluate_avsd(predictions, refs, scorer=official)
+    expected, _, _ = _direct_coco(
+        {k: list(r.answers) for k, r in refs.items()}, predictions, meteor=True
+    )
+    assert result["meteor"] == "available"
+    assert result["n"] == 1804 and result["missing"] == []
+    overall = {k: v for k, v in result["overall"].items() if k != "exact_match"}
+    assert overall == pytest.approx(expected, rel=1e-12)
+    # Human answers against the other humans' (a sanity range, not a specification).
+    assert 0.2 < expected["METEOR"] < 0.35 and expected["CIDEr"] > 0.5
+
+
+def test_fast_scorer_equals_pycocoevalcap_on_real_multiref() -> None:
+    """The in-process tokens equal the Java PTBTokenizer's on all 1804 x 6 answers, so the
+    fast scorer gives pycocoevalcap's BLEU, ROUGE-L and CIDEr-D on the official tokens."""
+    predictions, refs = _one_against_five()
+    if java_missing():
+        pytest.skip(java_missing())
+    expected, gts, res = _direct_coco(
+        {k: list(r.answers) for k, r in refs.items()}, predictions, meteor=False
+    )
+    assert {k: [normalize(predictions[k])] for k in res} == res
+    assert {k: [normalize(a) for a in refs[k].answers] for k in gts} == gts
+    fast = evaluate_avsd(predictions, refs, scorer=FAST)["overall"]
+    assert fast.pop("METEOR") is None
+    assert fast.pop("exact_match") == pytest.approx(
+        sum(res[k][0] in gts[k] for k in res) / len(res)
+    )
+    assert fast == pytest.approx(expected, rel=1e-12)
+    assert expected["Bleu_4"] > 0.05 and expected["CIDEr"] > 0.5
+
+
+# --- `vdial eval avsd --turns/--scorer` -----------------------------------------------------
+
+
+def _cli(args: list[str]) -> Any:
+    from typer.testing import CliRunner
+
+    from vdial.evaluate.cli import app
+
+    return CliRunner(env={"COLUMNS": "200"}).invoke(app, ["avsd", *args])
+
+
+def test_cli_all_turns_fast_scorer(tmp_path: Path) -> None:
+    data = _avsd(
+        {"v1": [("q", "A red cup."), ("q", ["it is blue .", "blue"])], "v2": [("q", "no")]}
+    )
+    refs = _write(tmp_path / "ref.json", data)
+    rows = [
+        {"dialog_id": "v1", "turn": 1, "answer": "blue"},
+        {"dialog_id": "v2", "turn": 0, "answer": "No."},
+    ]
+    preds = _write(tmp_path / "preds.json", rows)
+    out = tmp_path / "m.json"
+    args = ["--predictions", str(preds), "--references", str(refs), "--out", str(out)]
+    result = _cli([*args, "--turns", "all", "--scorer", "fast"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert written["protocol"] == "avsd/all-turns"
+    assert written["scorer"] == "fast-inprocess"
+    assert written["missing"] == [["v1", 0]]
+    assert written["overall"]["METEOR"] is None
+    assert written["meteor"].startswith("unavailable: ")
+    assert written["overall"]["exact_match"] == pytest.approx(2 / 3)
+    assert "METEOR unavailable: " in result.output
+    assert "1 turn(s) had no prediction" in result.output
+    assert "avsd/all-turns, fast-inprocess" in result.output
+    # Without --turns all, the same rows are read as last-turn predictions: v1's is turn 1.
+    result = _cli([*args, "--scorer", "fast"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["overall"]["exact_match"] == 1.0
+
+
+def test_cli_default_scorer_follows_java(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    refs = _write(tmp_path / "ref.json", _avsd({"v": [("q", "a red cup .")]}))
+    preds = _write(tmp_path / "p.json", {"v": "A red cup!"})
+    out = tmp_path / "m.json"
+    args = ["--predictions", str(preds), "--references", str(refs), "--out", str(out)]
+    if not java_missing():
+        assert _cli(args).exit_code == 0
+        written = json.loads(out.read_text())
+        assert written["scorer"] == "official-ptb-java" and written["meteor"] == "available"
+        assert written["overall"]["METEOR"] == pytest.approx(1.0, abs=1e-3)
+    from vdial.evaluate import coco
+
+    monkeypatch.setattr(coco.shutil, "which", lambda name: None)
+    result = _cli(args)
+    assert result.exit_code == 0, result.output
+    assert "java is not on the PATH: using the fast in-process scorer" in result.output
+    assert json.loads(out.read_text())["meteor"] == "unavailable: java is not on the PATH"
+    result = _cli([*args, "--scorer", "official"])
+    assert result.exit_code == 1 and "official scorer needs Java" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value"), [("--scorer", "java"), ("--turns", "first")])
+def test_cli_rejects_unknown_choices(tmp_path: Path, option: str, value: str) -> None:
+    refs = _write(tmp_path / "ref.json", _avsd({"v": [("q", "a")]}))
+    result = _cli(["--predictions", str(refs), "--references", str(refs), option, value])
+    assert result.exit_code == 2
+    assert option in result.output and "expected one of" in result.output

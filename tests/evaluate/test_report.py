@@ -96,6 +96,7 @@ def test_compare_runs_writes_markdown_and_png(tmp_path: Path) -> None:
         "BLEU-2",
         "BLEU-3",
         "BLEU-4",
+        "METEOR",
         "ROUGE-L",
         "CIDEr",
         "exact match |",

@@ -1,13 +1,16 @@
-"""AVSD answer-generation metrics on the scored (last) turn of each dialog.
+"""AVSD answer-generation metrics, on the last turn (the challenge protocol) or on every turn.
 
 The AVSD challenges (DSTC7, DSTC8, DSTC10) score one generated answer per dialog, the answer
 to its last question, against one reference (DSTC7/DSTC8: `"answer"` is a string) or six
-(DSTC10 multiref: `"answer"` is a list) with coco-caption's BLEU-1..4, ROUGE-L and CIDEr. Here
-both sides are normalised in process (`vdial.evaluate.text.normalize`) and scored with
-pycocoevalcap's own scorers; `exact_match` is added because short factual answers (synthetic
-data, yes/no questions) are often judged better by it than by n-gram overlap.
+(DSTC10 multiref: `"answer"` is a list) with coco-caption's BLEU-1..4, METEOR, ROUGE-L and
+CIDEr-D ("avsd/last-turn"). "avsd/all-turns" scores every turn instead, earlier turns against
+their single answer; predictions are then keyed by (dialog id, turn). Text goes through a
+scorer back end (`vdial.evaluate.coco`): the official Java pipeline or the fast in-process
+one. `exact_match` is added because short factual answers (synthetic data, yes/no questions)
+are often judged better by it than by n-gram overlap.
 
 Turns are 0-based, as in the manifests' `turn` column. Dialog ids are the files' `image_id`.
+Last-turn results are keyed by dialog id, all-turn results by (dialog id, turn).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vdial.evaluate.text import normalize
+from vdial.evaluate.coco import COCO_KEYS, Scorer, make_scorer
 
 UNDISCLOSED = "__UNDISCLOSED__"
-PROTOCOL = "avsd/last-turn"
-NORMALISATION = "vdial-inprocess-ptb"
-METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr", "exact_match")
+TURNS = ("last", "all")
+PROTOCOLS = {"last": "avsd/last-turn", "all": "avsd/all-turns"}
+METRIC_KEYS = (*COCO_KEYS, "exact_match")
+
+# A scored item: the dialog id (last turn) or (dialog id, 0-based turn) (all turns).
+Key = str | tuple[str, int]
 
 
 class EvaluationError(ValueError):
@@ -32,10 +38,10 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Reference:
-    """The scored turn of one dialog."""
+    """One scored turn of a dialog."""
 
     dialog_id: str  # the file's image_id
-    turn: int  # 0-based index of the scored (last) turn
+    turn: int  # 0-based index of the scored turn
     question: str  # the question being answered
     answers: tuple[str, ...]  # reference answers: 1 (DSTC7/8) or 6 (DSTC10 multiref)
 
@@ -88,32 +94,43 @@ def _dialogs(data: Any, path: Path) -> list[tuple[str, list[dict[str, Any]], str
     return out
 
 
-def load_references(path: str | Path) -> dict[str, Reference]:
-    """The scored turn of every dialog of an AVSD reference file, keyed by dialog id.
+def _check_turns(turns: str) -> None:
+    if turns not in TURNS:
+        raise ValueError(f"unknown turns {turns!r}; expected one of {TURNS}")
 
-    Accepts the DSTC7/DSTC8 format (the last answer is a string) and the DSTC10 multiref
-    format (a list of strings, with "reason"). A challenge *input* file, whose last answers
-    are `__UNDISCLOSED__`, is an error.
+
+def _answers(answer: Any, loc: str, dialog_id: str) -> tuple[str, ...]:
+    if isinstance(answer, list):
+        if not answer:
+            raise EvaluationError(f"{loc}.answer ({dialog_id}): empty reference list")
+        return tuple(_require(a, str, f"{loc}.answer[{k}]") for k, a in enumerate(answer))
+    return (_require(answer, str, f"{loc}.answer"),)
+
+
+def load_references(path: str | Path, *, turns: str = "last") -> dict[Any, Reference]:
+    """The scored turns of an AVSD reference file: {dialog_id: Reference} for `turns="last"`,
+    {(dialog_id, turn): Reference} for `turns="all"`.
+
+    Accepts the DSTC7/DSTC8 format (answers are strings) and the DSTC10 multiref format (the
+    last answer is a list of strings, with "reason"). A challenge *input* file, whose last
+    answers are `__UNDISCLOSED__`, is an error.
     """
+    _check_turns(turns)
     path = Path(path)
-    references: dict[str, Reference] = {}
+    references: dict[Any, Reference] = {}
     undisclosed: list[str] = []
-    for dialog_id, turns, where in _dialogs(read_json(path), path):
-        t = len(turns) - 1
-        last, loc = turns[t], f"{where}.dialog[{t}]"
-        question = _require(last.get("question"), str, f"{loc}.question")
-        answer = last["answer"]
-        if isinstance(answer, list):
-            if not answer:
-                raise EvaluationError(f"{loc}.answer ({dialog_id}): empty reference list")
-            answers = tuple(_require(a, str, f"{loc}.answer[{k}]") for k, a in enumerate(answer))
-        else:
-            answers = (_require(answer, str, f"{loc}.answer"),)
-        if UNDISCLOSED in answers:
-            undisclosed.append(f"{loc.removeprefix(f'{path}: ')} ({dialog_id})")
-        references[dialog_id] = Reference(
-            dialog_id=dialog_id, turn=t, question=question, answers=answers
-        )
+    for dialog_id, dialog, where in _dialogs(read_json(path), path):
+        last = len(dialog) - 1
+        for t in range(last if turns == "last" else 0, last + 1):
+            loc = f"{where}.dialog[{t}]"
+            question = _require(dialog[t].get("question"), str, f"{loc}.question")
+            answers = _answers(dialog[t]["answer"], loc, dialog_id)
+            if UNDISCLOSED in answers:
+                undisclosed.append(f"{loc.removeprefix(f'{path}: ')} ({dialog_id})")
+            key = dialog_id if turns == "last" else (dialog_id, t)
+            references[key] = Reference(
+                dialog_id=dialog_id, turn=t, question=question, answers=answers
+            )
     if undisclosed:
         more = f" and {len(undisclosed) - 1} more" if len(undisclosed) > 1 else ""
         raise EvaluationError(
@@ -133,23 +150,61 @@ def _check_turn(
         )
 
 
-def load_predictions(
-    path: str | Path, *, references: Mapping[str, Reference] | None = None
-) -> dict[str, str]:
-    """Generated answers keyed by dialog id, from any of three formats.
+def _turn_rows(data: list[Any], path: Path) -> dict[tuple[str, int], tuple[str, str]]:
+    """{(dialog_id, turn): (answer, location)} of a list of turn predictions."""
+    rows: dict[tuple[str, int], tuple[str, str]] = {}
+    for i, row in enumerate(data):
+        where = f"{path}: [{i}]"
+        _require(row, dict, where)
+        for key in ("dialog_id", "turn", "answer"):
+            if key not in row:
+                raise EvaluationError(f"{where}: missing {key!r}")
+        dialog_id = _require(row["dialog_id"], str, f"{where}.dialog_id")
+        turn = _require(row["turn"], int, f"{where}.turn")
+        answer = _require(row["answer"], str, f"{where}.answer")
+        if (dialog_id, turn) in rows:
+            raise EvaluationError(f"{where} ({dialog_id}): turn {turn} predicted twice")
+        rows[dialog_id, turn] = (answer, where)
+    return rows
 
-    (a) the challenge's test JSON with the last answer of each dialog filled in;
-    (b) a list of {"dialog_id": str, "turn": int (0-based), "answer": str}, of which the
-        highest turn of each dialog is kept; (c) a mapping {dialog_id: answer}.
-    With `references`, a last turn in (a) or (b) that is not the scored turn is an error.
+
+def load_predictions(
+    path: str | Path,
+    *,
+    references: Mapping[Any, Reference] | None = None,
+    turns: str = "last",
+) -> dict[Any, str]:
+    """Generated answers keyed like `load_references(..., turns=turns)`.
+
+    For `turns="last"`, any of three formats: (a) the challenge's test JSON with the last
+    answer of each dialog filled in; (b) a list of {"dialog_id": str, "turn": int (0-based),
+    "answer": str}, of which the highest turn of each dialog is kept; (c) a mapping
+    {dialog_id: answer}. With `references`, a last turn in (a) or (b) that is not the scored
+    turn is an error. For `turns="all"`, only (b): the other formats do not say which turn an
+    answer is for (a filled-in test file holds the ground truth in its earlier turns).
     """
+    _check_turns(turns)
     path = Path(path)
     data = read_json(path)
-    predictions: dict[str, str] = {}
+    if turns == "all":
+        if not isinstance(data, list):
+            raise EvaluationError(
+                f"{path}: scoring all turns needs predictions keyed by dialog and turn, a list "
+                f'of {{"dialog_id", "turn", "answer"}}; got {type(data).__name__}'
+            )
+        predictions: dict[Any, str] = {}
+        for (dialog_id, turn), (answer, where) in _turn_rows(data, path).items():
+            if references is not None and (dialog_id, turn) not in references:
+                raise EvaluationError(
+                    f"{where} ({dialog_id}): turn {turn} is not a turn of the references"
+                )
+            predictions[dialog_id, turn] = answer
+        return predictions
+    predictions = {}
     if isinstance(data, dict) and isinstance(data.get("dialogs"), list):
-        for dialog_id, turns, where in _dialogs(data, path):
-            t = len(turns) - 1
-            answer = _require(turns[t]["answer"], str, f"{where}.dialog[{t}].answer")
+        for dialog_id, dialog, where in _dialogs(data, path):
+            t = len(dialog) - 1
+            answer = _require(dialog[t]["answer"], str, f"{where}.dialog[{t}].answer")
             if answer == UNDISCLOSED:
                 raise EvaluationError(
                     f"{where}.dialog[{t}] ({dialog_id}): the answer is still {UNDISCLOSED}"
@@ -158,19 +213,8 @@ def load_predictions(
             predictions[dialog_id] = answer
     elif isinstance(data, list):
         last: dict[str, tuple[int, str, str]] = {}
-        for i, row in enumerate(data):
-            where = f"{path}: [{i}]"
-            _require(row, dict, where)
-            for key in ("dialog_id", "turn", "answer"):
-                if key not in row:
-                    raise EvaluationError(f"{where}: missing {key!r}")
-            dialog_id = _require(row["dialog_id"], str, f"{where}.dialog_id")
-            turn = _require(row["turn"], int, f"{where}.turn")
-            answer = _require(row["answer"], str, f"{where}.answer")
-            previous = last.get(dialog_id)
-            if previous is not None and previous[0] == turn:
-                raise EvaluationError(f"{where} ({dialog_id}): turn {turn} predicted twice")
-            if previous is None or turn > previous[0]:
+        for (dialog_id, turn), (answer, where) in _turn_rows(data, path).items():
+            if dialog_id not in last or turn > last[dialog_id][0]:
                 last[dialog_id] = (turn, answer, where)
         for dialog_id, (turn, answer, where) in last.items():
             _check_turn(dialog_id, turn, references, where)
@@ -197,71 +241,90 @@ def load_question_types(path: str | Path) -> dict[str, list[str]]:
     return data
 
 
-def _scores(hypotheses: dict[str, str], refs: dict[str, list[str]]) -> dict[str, float]:
-    """coco-caption metrics plus exact match over normalised text (same keys, same order)."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+def _scores(
+    scorer: Scorer, hyps: Mapping[Key, str], refs: Mapping[Key, list[str]], keys: list[Key]
+) -> dict[str, float | None]:
+    """coco-caption metrics plus exact match of the normalised text of `keys`."""
+    scores: dict[str, float | None] = dict(
+        scorer.score({k: refs[k] for k in keys}, {k: hyps[k] for k in keys})
+    )
+    scores["exact_match"] = sum(hyps[k] in refs[k] for k in keys) / len(keys)
+    return scores
 
-    res = {k: [hypotheses[k]] for k in refs}
-    bleu, _ = Bleu(4).compute_score(refs, res, verbose=0)
-    rouge, _ = Rouge().compute_score(refs, res)
-    cider, _ = Cider().compute_score(refs, res)
-    exact = sum(hypotheses[k] in refs[k] for k in refs) / len(refs)
-    values = [*bleu, rouge, cider, exact]
-    return {key: float(v) for key, v in zip(METRIC_KEYS, values, strict=True)}
+
+def _group_by_type(
+    keys: list[Key], references: Mapping[Any, Reference], question_types: Mapping[str, list[str]]
+) -> dict[str, list[Key]]:
+    """{question type of the scored turn: its items}, types in sorted order."""
+    absent = sorted({references[k].dialog_id for k in keys} - set(question_types))
+    if absent:
+        raise EvaluationError(
+            f"question types: {len(absent)} scored dialog(s) have no entry, e.g. {absent[:5]}"
+        )
+    groups: dict[str, list[Key]] = {}
+    for k in keys:
+        ref = references[k]
+        types = question_types[ref.dialog_id]
+        if ref.turn >= len(types):
+            raise EvaluationError(
+                f"question types: dialog {ref.dialog_id!r} lists {len(types)} turn(s), "
+                f"the scored turn is {ref.turn}"
+            )
+        groups.setdefault(types[ref.turn], []).append(k)
+    return {kind: groups[kind] for kind in sorted(groups)}
 
 
 def evaluate_avsd(
-    predictions: Mapping[str, str],
-    references: Mapping[str, Reference],
+    predictions: Mapping[Any, str],
+    references: Mapping[Any, Reference],
     *,
+    turns: str = "last",
     question_types: Mapping[str, list[str]] | None = None,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
-    """Score `predictions` against `references`, overall and per question type.
+    """Score `predictions` against `references` (both keyed as `turns` says), overall and per
+    question type, with `scorer` (default: `make_scorer()`, official where Java exists).
 
-    Dialogs without a prediction are scored as empty answers and listed under "missing";
-    a prediction for a dialog absent from the references is an error (mismatched files).
-    Per-type scores are computed on each type's dialogs alone, so CIDEr's document
+    Items without a prediction are scored as empty answers and listed under "missing";
+    a prediction for an item absent from the references is an error (mismatched files).
+    Per-type scores are computed on each type's items alone, so CIDEr's document
     frequencies come from that subset, as if it had been evaluated on its own.
     """
+    _check_turns(turns)
     if not references:
         raise EvaluationError("no references to score against")
-    unknown = sorted(set(predictions) - set(references))
+    keyed_by_turn = turns == "all"
+    if any(isinstance(k, tuple) != keyed_by_turn for k in references):
+        shape = "(dialog_id, turn)" if keyed_by_turn else "dialog_id"
+        raise EvaluationError(f"scoring turns={turns!r} needs references keyed by {shape}")
+    unknown = sorted(set(predictions) - set(references), key=str)
     if unknown:
         raise EvaluationError(
-            f"{len(unknown)} predicted dialog(s) are not in the references, e.g. {unknown[:5]}"
+            f"{len(unknown)} prediction(s) are not in the references, e.g. {unknown[:5]}"
         )
-    ids = sorted(references)
-    missing = [k for k in ids if k not in predictions]
-    hyps = {k: normalize(predictions.get(k, "")) for k in ids}
-    refs = {k: [normalize(a) for a in references[k].answers] for k in ids}
-    result: dict[str, Any] = {
-        "protocol": PROTOCOL,
-        "normalisation": NORMALISATION,
-        "n": len(ids),
-        "missing": missing,
-        "overall": _scores(hyps, refs),
-        "by_type": {},
+    scorer = make_scorer() if scorer is None else scorer
+    keys = sorted(references)
+    missing = [k for k in keys if k not in predictions]
+    groups = {} if question_types is None else _group_by_type(keys, references, question_types)
+    # One normalisation batch for both sides: the official scorer pays one JVM start for it.
+    texts = [predictions.get(k, "") for k in keys]
+    texts += [a for k in keys for a in references[k].answers]
+    normalised = iter(scorer.normalize(texts))
+    hyps = {k: next(normalised) for k in keys}
+    refs = {k: [next(normalised) for _ in references[k].answers] for k in keys}
+    overall = _scores(scorer, hyps, refs, keys)
+    by_type = {
+        kind: {**_scores(scorer, hyps, refs, members), "n": len(members)}
+        for kind, members in groups.items()
     }
-    if question_types is not None:
-        absent = [k for k in ids if k not in question_types]
-        if absent:
-            raise EvaluationError(
-                f"question types: {len(absent)} scored dialog(s) have no entry, e.g. {absent[:5]}"
-            )
-        groups: dict[str, list[str]] = {}
-        for k in ids:
-            types = question_types[k]
-            turn = references[k].turn
-            if turn >= len(types):
-                raise EvaluationError(
-                    f"question types: dialog {k!r} lists {len(types)} turn(s), "
-                    f"the scored turn is {turn}"
-                )
-            groups.setdefault(types[turn], []).append(k)
-        for kind in sorted(groups):
-            members = groups[kind]
-            scores = _scores({k: hyps[k] for k in members}, {k: refs[k] for k in members})
-            result["by_type"][kind] = {**scores, "n": len(members)}
-    return result
+    return {
+        "protocol": PROTOCOLS[turns],
+        "scorer": scorer.name,
+        "normalisation": scorer.normalisation,
+        # Read after scoring: the official scorer learns on first use whether METEOR runs.
+        "meteor": scorer.meteor,
+        "n": len(keys),
+        "missing": [list(k) for k in missing] if keyed_by_turn else missing,
+        "overall": overall,
+        "by_type": by_type,
+    }

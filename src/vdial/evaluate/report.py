@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -23,6 +24,7 @@ HEADERS = {
     "Bleu_2": "BLEU-2",
     "Bleu_3": "BLEU-3",
     "Bleu_4": "BLEU-4",
+    "METEOR": "METEOR",
     "ROUGE_L": "ROUGE-L",
     "CIDEr": "CIDEr",
     "exact_match": "exact match",
@@ -137,8 +139,18 @@ def rich_tables(runs: list[RunRecord]) -> list[Table]:
 
 
 def metrics_table(result: dict[str, Any], *, title: str = "AVSD metrics") -> Table:
-    """One evaluation result as a table: an "overall" row, then a row per question type."""
-    table = Table(title=title)
+    """One evaluation result as a table: an "overall" row, then a row per question type.
+
+    Unavailable metrics (METEOR without Java) show as "–". The compact style keeps the ten
+    columns whole in an 80-column terminal instead of truncating the numbers.
+    """
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0, 0, 1),
+        collapse_padding=True,
+    )
     table.add_column("subset")
     for name in ("n", *(HEADERS[k] for k in METRIC_KEYS)):
         table.add_column(name, justify="right")
