@@ -60,10 +60,14 @@ train: $(STAMP)  ## vdial-train fit on cache/$(DATASET) with configs/demo.yaml (
 	$(BIN)/vdial-train fit --features cache/$(DATASET) --config $(or $(CONFIG),configs/demo.yaml) \
 	    --out $(or $(OUT),runs/$(DATASET))
 
-evaluate: $(STAMP)  ## predict and score the run in RUN= against REFERENCES=
-	$(BIN)/vdial-train predict --run $(RUN) --split test
-	$(BIN)/vdial eval avsd --predictions $(RUN)/predictions_test.json --references $(REFERENCES) \
-	    --out $(RUN)/metrics.json
+evaluate: $(STAMP)  ## re-evaluate RUN= (store -> predict -> score), compare exactly with RUN/gate
+	@# The first time, REFERENCES= (and optionally QUESTION_TYPES=) records the run's gate.
+	@if [ ! -f $(RUN)/gate.json ] && [ ! -f $(RUN)/gate/gate.json ]; then \
+	  test -n "$(REFERENCES)" || { echo "$(RUN) has no gate yet: add REFERENCES=<AVSD reference JSON> to record one"; exit 1; }; \
+	  $(BIN)/vdial-train gate record $(RUN) --references $(REFERENCES) \
+	      $(if $(QUESTION_TYPES),--question-types $(QUESTION_TYPES)) || exit 1; \
+	fi
+	$(BIN)/vdial-train gate check $(RUN)
 
 bench: $(STAMP)  ## run the benchmarks in bench/ (JSON + markdown under bench/results)
 	@ls bench/*.py > /dev/null 2>&1 || { echo "bench/ holds no benchmarks yet"; exit 0; }; \

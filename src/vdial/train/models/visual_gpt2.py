@@ -3,9 +3,9 @@
 The video's pooled tokens are normalised and projected to the language width, tagged with a
 segment embedding, and placed before the text (caption, history, question, <sep>, answer);
 the GPT-2 language head (transformers, random-initialised at a small size since no pretrained
-weights can be downloaded) is trained on the answer tokens only. Decoding is greedy over
-right-padded batches: each row's next token is read at its own length, so no padding ever
-sits between the prefix and the text.
+weights can be downloaded) is trained on the answer tokens only. Decoding (greedy or beam
+search, `vdial.train.generate`) runs over right-padded batches: each row's next token is read
+at its own length, so no padding ever sits between the prefix and the text.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vdial.train.config import TrainConfig
+from vdial.train.generate import Decoding, Hypothesis, NextLogits, decode
 
 
 class VisualGPT2(nn.Module):
@@ -87,37 +88,55 @@ class VisualGPT2(nn.Module):
         )
         return out.loss
 
+    def next_logits(self, visual: torch.Tensor) -> NextLogits:
+        """The next-token function `vdial.train.generate` searches with, for this batch's
+        visual tokens (rows beyond the batch are its beams, dialog-major)."""
+        batch, prefix = visual.shape[:2]
+        # The visual prefix does not change while decoding: project it once per batch.
+        vis = self.visual_proj(visual) + self.segment.weight[0]
+
+        def next_logits(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            rows, span = seq.shape
+            prefix_rows = vis if rows == batch else vis.repeat_interleave(rows // batch, 0)
+            text = self.lm.transformer.wte(seq) + self.segment.weight[1]
+            text_mask = (torch.arange(span, device=seq.device)[None] < lengths[:, None]).long()
+            mask = torch.cat([text_mask.new_ones(rows, prefix), text_mask], dim=1)
+            out = self.lm(inputs_embeds=torch.cat([prefix_rows, text], 1), attention_mask=mask)
+            # each row's next token is read at its own length: padding only ever follows it
+            return out.logits[torch.arange(rows, device=seq.device), prefix + lengths - 1]
+
+        return next_logits
+
     @torch.no_grad()
+    def search(
+        self,
+        visual: torch.Tensor,
+        input_ids: torch.Tensor,
+        context_lengths: torch.Tensor,
+        decoding: Decoding,
+    ) -> list[Hypothesis]:
+        """Decoded answers (tokens and log-probabilities) for right-padded contexts."""
+        return decode(
+            self.next_logits(visual),
+            input_ids,
+            context_lengths,
+            decoding,
+            eos_id=self.special["eos"],
+            pad_id=self.special["pad"],
+        )
+
     def generate(
         self,
         visual: torch.Tensor,
         input_ids: torch.Tensor,
         context_lengths: torch.Tensor,
         max_new_tokens: int,
+        *,
+        beam_size: int = 1,
+        length_penalty: float = 1.0,
     ) -> list[list[int]]:
-        """Greedy answers for right-padded contexts; each list ends before <eos>."""
-        batch, prefix = visual.shape[:2]
-        lengths = context_lengths.clone()
-        width = int(lengths.max()) + max_new_tokens
-        seq = input_ids.new_full((batch, width), self.special["pad"])
-        seq[:, : input_ids.shape[1]] = input_ids
-        done = torch.zeros(batch, dtype=torch.bool, device=seq.device)
-        answers: list[list[int]] = [[] for _ in range(batch)]
-        rows = torch.arange(batch, device=seq.device)
-        for _ in range(max_new_tokens):
-            span = int(lengths.max())
-            text_mask = (torch.arange(span, device=seq.device)[None] < lengths[:, None]).long()
-            mask = torch.cat([text_mask.new_ones(batch, prefix), text_mask], dim=1)
-            logits = self.lm(inputs_embeds=self._embed(visual, seq[:, :span]), attention_mask=mask)
-            nxt = logits.logits[rows, prefix + lengths - 1].argmax(-1)
-            for b in torch.nonzero(~done).flatten().tolist():
-                token = int(nxt[b])
-                if token == self.special["eos"]:
-                    done[b] = True
-                else:
-                    answers[b].append(token)
-                    seq[b, lengths[b]] = token
-                    lengths[b] += 1
-            if bool(done.all()):
-                break
-        return answers
+        """Answer token ids (greedy, or beam search for beam_size > 1); each ends before <eos>."""
+        decoding = Decoding(
+            beam_size=beam_size, length_penalty=length_penalty, max_length=max_new_tokens
+        )
+        return [h.tokens for h in self.search(visual, input_ids, context_lengths, decoding)]
