@@ -183,6 +183,9 @@ class Encoder(abc.ABC):
         Resize (antialiased) the short side and centre crop, or, with `resize="squash"`, both
         sides to the input size (torchvision's `Resize((S, S))`, LAVIS and prismatic's
         "resize-naive"); then normalise. Video encoders group the result into clips.
+        The resize runs on the uint8 frames, as PIL does in the reference pipelines (timm,
+        torchvision, LAVIS): it rounds like them, and torch's uint8 path is about 20x faster
+        on CPU than resizing in float, which matters because extraction is decode-bound.
         """
         import torch
         import torch.nn.functional as F
@@ -192,7 +195,8 @@ class Encoder(abc.ABC):
                 f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {frames.shape}"
             )
         size = self.spec.input_size
-        x = torch.tensor(frames).permute(0, 3, 1, 2).float() / 255.0
+        # channels-last uint8: the layout torch's vectorised antialiased resize works on
+        x = torch.tensor(frames).permute(0, 3, 1, 2)
         h, w = x.shape[-2:]
         scale = size / min(h, w)
         new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
@@ -206,10 +210,10 @@ class Encoder(abc.ABC):
             align_corners=False,
         )
         top, left = (new_h - size) // 2, (new_w - size) // 2
-        x = x[..., top : top + size, left : left + size].clamp_(0.0, 1.0)
+        x = x[..., top : top + size, left : left + size].float().div_(255.0)
         mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return ((x - mean) / std).contiguous()
 
     @abc.abstractmethod
     def encode(self, batch: torch.Tensor) -> torch.Tensor | list[Any]:
