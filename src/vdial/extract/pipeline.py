@@ -224,7 +224,11 @@ class Pipeline:
     def __init__(self, encoders: dict[str, Encoder], config: PipelineConfig) -> None:
         self.encoders, self.config = encoders, config
         self.pool = DecodePool(config.decode_workers)
-        self.threads = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="vdial-decode")
+        # Twice the decoders: while one thread preprocesses a video, another keeps its decoder
+        # busy (the pool lets at most `decode_workers` of them decode at once).
+        self.threads = ThreadPoolExecutor(
+            2 * config.decode_workers, thread_name_prefix="vdial-decode"
+        )
         self._lock = threading.Lock()
         self.busy = threading.Lock()  # held by whoever runs it: one run at a time
 
