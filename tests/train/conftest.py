@@ -18,6 +18,18 @@ from vdial.manifests import DIALOG_SCHEMA, MEDIA_SCHEMA, Manifest
 COLOURS = ["red", "green", "blue", "yellow"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tiny models gain nothing from a second thread, and on a busy machine OpenMP's
+    waiting threads make them several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _dialog_row(vid, split, turn, question, answer, caption="a clip ."):
     return {
         "dialog_id": vid,

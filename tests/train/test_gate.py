@@ -20,16 +20,6 @@ from .conftest import build_colour_dataset, toy_config
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gate"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models gain nothing from a second thread, and on a busy machine OpenMP's
-    waiting threads make them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_committed_fixture_reevaluates_exactly():
     result = check_gate(FIXTURE)
     expected = json.loads((FIXTURE / "expected" / "metrics.json").read_text())

@@ -16,16 +16,6 @@ PAD, EOS = 0, 3
 VOCAB = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models gain nothing from a second thread, and on a busy machine OpenMP's
-    waiting threads make them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(seed: int = 0, *, text_segment: bool = True) -> VisualGPT2:
     """A random VisualGPT2 whose answers end at varied lengths.
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from vdial.cache import FeatureStore
@@ -25,16 +24,6 @@ from vdial.train.predict import (
 from vdial.train.tokenizer import Tokenizer
 
 from .conftest import COLOURS, _dialog_row, build_colour_dataset, toy_config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny models gain nothing from a second thread, and on a busy machine OpenMP's
-    waiting threads make them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
