@@ -22,9 +22,10 @@ built with random weights (`--random-init`; the cost does not depend on the valu
    FLOPs of one frame's forward pass (counted by torch's FlopCounterMode) and the GPU's peak
    bf16 rate (`--peak-tflops`, default 989 for an H100 SXM, dense). Skipped on CPU.
 
-Every timed run is in this process, writes a fresh store in a temporary folder (removed after)
-and ends with `close_pipelines()`, so every run starts its own decode workers (their start-up
-is inside each time, end-to-end and decode-only alike) and no run finds warm workers. One
+Every timed run is in this process and writes a fresh store in a temporary folder (removed
+after); `run_extraction` starts its own decode workers and stops them when it returns, so
+their start-up is inside each time, end-to-end and decode-only alike, and no run finds warm
+workers. One
 untimed run first imports everything. Each time is the best of `--repeats` (default 1).
 
 Run: .venv/bin/python bench/extract.py [--quick] [--videos N] [--frames F] [--repeats R]
@@ -116,7 +117,7 @@ def extract_config(encoders, args, workers: int):
 
 def timed_extraction(folder: Path, encoders, args, workers: int) -> dict:
     """One `run_extraction` into a fresh store; its wall time and per-stage seconds."""
-    from vdial.extract.runner import close_pipelines, run_extraction
+    from vdial.extract.runner import run_extraction
     from vdial.manifests import read_folder
 
     manifest = read_folder(folder, name="bench")
@@ -128,7 +129,6 @@ def timed_extraction(folder: Path, encoders, args, workers: int) -> dict:
         )
         seconds = time.perf_counter() - start
     finally:
-        close_pipelines()
         shutil.rmtree(store)
     if summary.failed:
         raise RuntimeError(f"benchmark videos failed: {summary.failed}")
@@ -261,7 +261,7 @@ def memory_child(folder: str, encoders: list[str], args) -> None:
     import timm  # noqa: F401 - imported before the baseline, as the run imports it
     import torch  # noqa: F401
 
-    from vdial.extract.runner import close_pipelines, run_extraction
+    from vdial.extract.runner import run_extraction
     from vdial.manifests import read_folder
 
     manifest = read_folder(Path(folder), name="bench")
@@ -288,9 +288,8 @@ def memory_child(folder: str, encoders: list[str], args) -> None:
         seconds = time.perf_counter() - start
         done.set()
         thread.join()
-        sample()  # the workers are alive until close_pipelines: their final high-water marks
+        # The decoders stop when run_extraction returns: their peaks are the samples above.
     finally:
-        close_pipelines()
         shutil.rmtree(store)
     own = vmhwm_mib("self")
     print(

@@ -123,14 +123,14 @@ def _worker_state(store_path: str, config: ExtractConfig, device: str):
     key = (store_path, repr(config), device)
     with _WORKER_LOCK:
         if key not in _WORKER:
-            close_pipelines()
+            _close_worker_state()
             pipeline = Pipeline(build_encoders(config, device), config.pipeline())
             store = FeatureStore.open(store_path, mode="a")
             _WORKER[key] = (pipeline, {name: store[name] for name in pipeline.encoders})
         return _WORKER[key]
 
 
-def close_pipelines() -> None:
+def _close_worker_state() -> None:
     """Stop the decoder processes and drop the encoders a worker process keeps."""
     for pipeline, _ in _WORKER.values():
         pipeline.close()
