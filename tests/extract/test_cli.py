@@ -56,11 +56,20 @@ def test_builder_options_reach_the_encoder_and_the_stored_spec(tmp_path):
 
 def test_unknown_or_malformed_options_are_clear_errors(tmp_path):
     result = _extract(tmp_path, "--option", "dinov2.nope=1")
-    assert result.exit_code != 0
-    assert "has no option 'nope'" in str(result.exception)
-    assert "keep_prefix_tokens (default False)" in str(result.exception)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: encoder 'dinov2' has no option 'nope'" in result.output
+    assert "keep_prefix_tokens (default False)" in result.output
     result = _extract(tmp_path, "--option", "keep_prefix_tokens=true")
     assert result.exit_code != 0 and "FAMILY.OPTION=VALUE" in result.output
+
+
+def test_a_feature_with_another_spec_is_a_one_line_error(tmp_path):
+    assert _extract(tmp_path).exit_code == 0
+    result = _extract(tmp_path, "--frames", "3")  # _extract asks for 2 frames first
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "exists with a different definition: spec.frames: stored 2, requested 3" in (
+        result.output
+    )
 
 
 def test_features_are_float16_unless_float32_is_asked_for(tmp_path):

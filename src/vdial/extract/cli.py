@@ -130,7 +130,14 @@ def extract(
         segment_items=segment_items,
         dtype=dtype,
     )
-    summary = run_extraction(Manifest.read(manifest), store, config, progress=progress)
+    try:
+        summary = run_extraction(Manifest.read(manifest), store, config, progress=progress)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        # What users get wrong (a missing checkpoint or manifest, an unknown id or option, a
+        # store feature with another spec) is one line, not a traceback.
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from err
     print_summary(summary, store)
 
 
