@@ -14,8 +14,10 @@ of 64x1024), measured in one run:
 - peak RSS of `vdial cache pool --grid 4` on dataset A at a quarter and at all of its items, each
   in a fresh interpreter: the pooling is out of core, so the peak must not grow with the items.
 
-Item data are slices of one seeded random pool at a per-item seeded offset: deterministic, all
-different, and free to generate. Run: .venv/bin/python bench/store.py [--quick] [--only A,C]
+Each dataset is written and read in a fresh interpreter (what one leaves behind, gigabytes of
+page cache and freed heap, changed the next one's read times by up to 2x). Item data are slices
+of one seeded random pool at a per-item seeded offset: deterministic, all different, and free
+to generate. Run: .venv/bin/python bench/store.py [--quick] [--only A,C]
 ->   bench/results/store.json and store.md
 """
 
@@ -532,6 +534,32 @@ def _version(distribution: str) -> str:
         return "absent"
 
 
+def measure_dataset(ds: Dataset, items: int, args: argparse.Namespace, drop: bool) -> dict:
+    """Everything measured on one dataset (and, for A, the pooled views), with a progress bar."""
+    from rich.progress import Progress
+
+    steps = 4 + 2 * len(READERS) * args.repeats + 3 * (ds.key == "A")
+    with Progress() as progress:
+        task = progress.add_task(f"{ds.key} {ds.label}, {items} items", total=steps)
+
+        def advance() -> None:
+            progress.advance(task)
+
+        got = run_dataset(ds, items, args, drop, advance)
+        got["pool"] = []
+        work = args.workdir / ds.key
+        if ds.key == "A":
+            progress.update(task, description="A: pooled views")
+            small = max(1, items // 4)
+            open_writer("vdial", work / "store_small", ds, small)(list(range(small)))
+            advance()
+            stores = [(work / "store_small", small), (work / "store", items)]
+            got["pool"] = pool_rows(stores, args.pool_block, advance)
+        if not args.keep:
+            shutil.rmtree(work)
+    return got
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, help="items per dataset [A 2000, B 500, C 1800]")
@@ -542,6 +570,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=RESULTS / "store_work", help="scratch")
     parser.add_argument("--keep", action="store_true", help="keep the workdir's stores and files")
     parser.add_argument("--pool-child", nargs=2, metavar=("STORE", "BLOCK"), help=argparse.SUPPRESS)
+    parser.add_argument("--dataset-child", type=Path, metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pool_child:
         pool_child(*args.pool_child)
@@ -549,9 +578,15 @@ def main() -> None:
     chosen = [DATASETS[k.strip().upper()] for k in args.only.split(",") if k.strip()]
     count = {d.key: args.items or (d.quick_items if args.quick else d.items) for d in chosen}
     # Each pool run needs more blocks than dask threads, or the small one is not comparable.
-    pool_block = 64
+    args.pool_block = 64
     if args.quick:
-        args.reads, args.repeats, pool_block = min(args.reads, 100), 1, 8
+        args.reads, args.repeats, args.pool_block = min(args.reads, 100), 1, 8
+    drop_method = try_drop_caches()
+    if args.dataset_child:
+        (ds,) = chosen
+        got = measure_dataset(ds, count[ds.key], args, drop_method == "permitted")
+        args.dataset_child.write_text(json.dumps(got))
+        return
     need = [4.6 * d.raw_bytes(count[d.key]) for d in chosen]  # 4 copies, A: + pool stores
     need = sum(need) if args.keep else max(need)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -560,34 +595,21 @@ def main() -> None:
 
     from rich.console import Console
     from rich.markdown import Markdown
-    from rich.progress import Progress
 
     prepare_workdir(args.workdir)
-    drop_method = try_drop_caches()
-    drop = drop_method == "permitted"
     result = dict(reads=[], writes=[], disk=[], pool=[])
-    steps = len(chosen) * (4 + 2 * len(READERS) * args.repeats) + 3 * ("A" in count)
-    with Progress() as progress:
-        task = progress.add_task("store bench", total=steps)
-
-        def advance() -> None:
-            progress.advance(task)
-
-        for ds in chosen:
-            progress.update(task, description=f"{ds.key} {ds.label}, {count[ds.key]} items")
-            got = run_dataset(ds, count[ds.key], args, drop, advance)
-            for key in ("reads", "writes", "disk"):
-                result[key] += got[key]
-            work = args.workdir / ds.key
-            if ds.key == "A":
-                progress.update(task, description="A: pooled views")
-                small = max(1, count["A"] // 4)
-                open_writer("vdial", work / "store_small", ds, small)(list(range(small)))
-                advance()
-                stores = [(work / "store_small", small), (work / "store", count["A"])]
-                result["pool"] = pool_rows(stores, pool_block, advance)
-            if not args.keep:
-                shutil.rmtree(work)
+    # Each dataset in a fresh interpreter: what one dataset leaves behind (gigabytes of page
+    # cache and of freed heap) otherwise changes the next one's read times by up to 2x.
+    for ds in chosen:
+        out = args.workdir / f"{ds.key}.json"
+        cmd = [sys.executable, __file__, "--only", ds.key, "--reads", str(args.reads)]
+        cmd += ["--repeats", str(args.repeats), "--workdir", str(args.workdir)]
+        cmd += ["--dataset-child", str(out), "--items", str(count[ds.key])]
+        cmd += ["--quick"] * args.quick + ["--keep"] * args.keep
+        subprocess.run(cmd, check=True)
+        got = json.loads(out.read_text())
+        for key in ("reads", "writes", "disk", "pool"):
+            result[key] += got[key]
     if not args.keep:
         shutil.rmtree(args.workdir)
     result["targets"] = targets(result["reads"], result["disk"], result["pool"])
@@ -600,7 +622,7 @@ def main() -> None:
         f"to /proc/sys/vm/drop_caches: {drop_method}",
         reads=args.reads,
         repeats=args.repeats,
-        pool_block=pool_block,
+        pool_block=args.pool_block,
     )
     text = markdown(result)
     RESULTS.mkdir(parents=True, exist_ok=True)
