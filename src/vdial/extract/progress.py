@@ -19,7 +19,7 @@ class ExtractProgress:
         self.videos = self.frames = self.failed = 0
         self._bar: Any = None
         self._task: Any = None
-        self._start = time.perf_counter()
+        self._start = 0.0  # set on entering
 
     def __enter__(self) -> ExtractProgress:
         self._start = time.perf_counter()

@@ -162,8 +162,9 @@ def _cluster_task(store_path: str, config: ExtractConfig, items, devices) -> Res
     if devices:  # our LocalCluster: worker k (named k) owns devices[k]
         device = devices[int(worker.name) % len(devices)]
     else:  # a remote worker sees its own GPU (launched with CUDA_VISIBLE_DEVICES) or none
-        device = resolve_devices(("auto",))[0]
-        device = "cuda" if device.startswith("cuda") else device
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     # One task at a time per process, whatever the worker's thread count: the device runs one
     # batch at a time anyway, and the decoder processes are shared.
     pipeline, features = _worker_state(store_path, config, device)
