@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 SPEC = {"encoder": "dinov2_vits14", "weights_digest": "random:0", "grid": [4, 4], "fps": 1.0}
@@ -16,3 +18,13 @@ def ragged_item(item_id: str, rows: int, item_shape=(16, 8)) -> np.ndarray:
 def rows_of(item_id: str) -> int:
     """A ragged but deterministic length per id (1 to 5 rows)."""
     return 1 + sum(map(ord, item_id)) % 5
+
+
+def evict(path):
+    """Drop a file's pages from the page cache (written back first, or they would stay)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

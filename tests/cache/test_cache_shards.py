@@ -10,6 +10,8 @@ import zarr
 from zarr.codecs import ShardingCodec
 from zarr.storage import LocalStore
 
+from tests.cache.cache_testlib import evict
+from vdial.cache import rangeread
 from vdial.cache.shards import CorruptShardError, DirectShard, create_segment_array, shard_key
 
 
@@ -44,6 +46,23 @@ def test_direct_reads_equal_zarr_reads_for_every_row_range(group, dtype):
             got = direct.read(start, stop)
             assert got.flags.writeable and got.dtype == np.dtype(dtype)
             np.testing.assert_array_equal(got, array[start:stop])
+
+
+@pytest.mark.parametrize("huge", [True, False], ids=["huge-faults", "pread-only"])
+def test_direct_reads_of_rows_spanning_huge_pages_equal_zarr_reads(
+    group, tmp_path, monkeypatch, huge
+):
+    """Rows of 128 KiB: item reads cut at 2 MiB boundaries, big pieces mapped, small ones pread."""
+    device = tmp_path.stat().st_dev
+    monkeypatch.setitem(rangeread._HUGE_FAULTS, device, huge)
+    values = np.random.default_rng(2).standard_normal((24, 64, 1024)).astype(np.float16)
+    array = create_segment_array(group, "data", values, chunk_rows=7)
+    direct = DirectShard.of(array)
+    for start in range(0, 24, 3):
+        for stop in range(start + 1, 25, 4):
+            evict(direct.path)
+            np.testing.assert_array_equal(direct.read(start, stop), values[start:stop])
+    assert rangeread._HUGE_FAULTS[device] is huge
 
 
 def test_compressed_extras_and_other_stores_are_read_through_zarr(group):
