@@ -115,10 +115,13 @@ def _copy_mapped(fd: int, pieces: list[Piece], out: np.ndarray) -> list[Piece]:
             at, offset, size = piece
             ctypes.memmove(base + at, address + offset - low, size)
 
-        for piece in cached + faulted[:1]:
-            copy(piece)
-        if faulted[1:]:
-            list(_pool().map(copy, faulted[1:]))
+        threaded = [_pool().submit(copy, piece) for piece in faulted[1:]]
+        try:
+            for piece in faulted[:1] + cached:
+                copy(piece)
+        finally:
+            for future in threaded:  # before the unmap
+                future.result()
         return pread
     finally:
         _libc.munmap(address, length)
