@@ -74,7 +74,8 @@ def test_cold_small_pieces_are_pread_and_the_rest_goes_through_the_mapping(
     # a small head, two whole huge pages, a small tail.
     start, size = HUGE_PAGE - 100, 100 + 2 * HUGE_PAGE + 200
     expected = data_file.read_bytes()[start : start + size]
-    evict(data_file)
+    if not evict(data_file):
+        pytest.skip("this file system keeps files in memory: nothing is ever read cold")
     assert _read(data_file, [(0, start, size)], size) == expected
     assert sorted(preads) == ([100, 200] if huge else [size])
     preads.clear()  # now all cached: copied through the mapping, which starts no read-ahead
