@@ -26,10 +26,8 @@ to generate. Run: .venv/bin/python bench/store.py [--quick] [--only A,C]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.metadata
 import json
-import mmap
 import multiprocessing as mp
 import os
 import platform
@@ -270,22 +268,16 @@ def try_drop_caches() -> str:
 
 def resident_fraction(files: list[Path]) -> float:
     """The fraction of the files' pages in the page cache (mincore), to check a cache drop."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    from vdial.cache.rangeread import cached_pages
+
     resident = total = 0
     for path in files:
-        if not path.stat().st_size:
-            continue
-        # A copy-on-write map is writable, so ctypes can take its address; nothing is written.
-        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
-            pages = np.zeros(-(-len(mm) // mmap.PAGESIZE), dtype=np.uint8)
-            start = ctypes.c_char.from_buffer(mm)
-            failed = libc.mincore(ctypes.addressof(start), len(mm), pages.ctypes.data)
-            del start  # release the export before the map closes
-        if failed:
-            raise OSError(ctypes.get_errno(), f"mincore failed on {path}")
-        resident += int((pages & 1).sum())
-        total += pages.size
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            held, pages = cached_pages(fd)
+        finally:
+            os.close(fd)
+        resident, total = resident + held, total + pages
     return resident / max(total, 1)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 
 import numpy as np
+
+from vdial.cache.rangeread import cached_pages
 
 SPEC = {"encoder": "dinov2_vits14", "weights_digest": "random:0", "grid": [4, 4], "fps": 1.0}
 
@@ -29,21 +29,6 @@ def evict(path) -> bool:
     try:
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return cached_pages(fd)[0] == 0
     finally:
         os.close(fd)
-    return resident_pages(path) == 0
-
-
-def resident_pages(path) -> int:
-    """How many of a file's pages the page cache holds (mincore), without reading any."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
-    # A copy-on-write map is writable, so ctypes can take its address; nothing is written.
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) as mm:
-        pages = np.zeros(-(-len(mm) // mmap.PAGESIZE), dtype=np.uint8)
-        start = ctypes.c_char.from_buffer(mm)
-        failed = libc.mincore(ctypes.addressof(start), len(mm), pages.ctypes.data)
-        del start  # release the export before the map closes
-    if failed:
-        raise OSError(ctypes.get_errno(), f"mincore failed on {path}")
-    return int((pages & 1).sum())

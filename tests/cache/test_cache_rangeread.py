@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import subprocess
@@ -125,5 +126,19 @@ def test_huge_faults_need_a_large_folio_file_system_and_kernel(data_file, monkey
         assert rangeread.huge_page_faults(fd) == (fs in {"ext2/ext3", "ext4", "xfs"})
         monkeypatch.setattr(rangeread, "kernel_release", lambda: (5, 17))
         assert rangeread.huge_page_faults(fd) is False
+    finally:
+        os.close(fd)
+
+
+def test_cached_pages_counts_what_the_page_cache_holds(data_file):
+    pages = -(-SIZE // mmap.PAGESIZE)
+    fd = os.open(data_file, os.O_RDONLY)
+    try:
+        data_file.read_bytes()
+        assert rangeread.cached_pages(fd) == (pages, pages)
+        if evict(data_file):
+            assert rangeread.cached_pages(fd) == (0, pages)
+            os.pread(fd, mmap.PAGESIZE, HUGE_PAGE)
+            assert 1 <= rangeread.cached_pages(fd)[0] < pages
     finally:
         os.close(fd)

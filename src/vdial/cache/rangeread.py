@@ -59,10 +59,10 @@ class TruncatedError(OSError):
 def read_ranges(fd: int, ranges: list[Piece], out: np.ndarray) -> None:
     """Copy each `(out offset, file offset, size)` of `ranges` from open file `fd` into `out`,
     a C-contiguous uint8 array."""
-    device = os.fstat(fd).st_dev
-    huge = _HUGE_FAULTS.get(device)
+    stat = os.fstat(fd)
+    huge = _HUGE_FAULTS.get(stat.st_dev)
     if huge is None:
-        huge = _HUGE_FAULTS[device] = huge_page_faults(fd)
+        huge = _HUGE_FAULTS[stat.st_dev] = huge_page_faults(fd)
     pieces = []
     for at, offset, size in ranges if huge else ():
         end = offset + size
@@ -71,13 +71,15 @@ def read_ranges(fd: int, ranges: list[Piece], out: np.ndarray) -> None:
             pieces.append((at, offset, cut - offset))
             at, offset = at + cut - offset, cut
     if any(size >= MIN_MAPPED for _, _, size in pieces):
-        ranges = _copy_mapped(fd, pieces, out)
+        ranges = _copy_mapped(fd, stat, pieces, out)
     for at, offset, size in ranges:
         if os.preadv(fd, [out[at : at + size]], offset) != size:
             raise TruncatedError(f"the file ends inside bytes {offset}..{offset + size}")
 
 
-def _copy_mapped(fd: int, pieces: list[Piece], out: np.ndarray) -> list[Piece]:
+def _copy_mapped(
+    fd: int, stat: os.stat_result, pieces: list[Piece], out: np.ndarray
+) -> list[Piece]:
     """Copy `pieces` through one huge-page mapping, but for the small ones the page cache lacks:
     those are returned, to be pread (their read already started here).
 
@@ -87,7 +89,7 @@ def _copy_mapped(fd: int, pieces: list[Piece], out: np.ndarray) -> list[Piece]:
     """
     low = min(offset for _, offset, _ in pieces) // HUGE_PAGE * HUGE_PAGE
     high = max(offset + size for _, offset, size in pieces)
-    if os.fstat(fd).st_size < high:  # touching a mapping past the end of its file is SIGBUS
+    if stat.st_size < high:  # touching a mapping past the end of its file is SIGBUS
         raise TruncatedError(f"the file ends before byte {high}")
     length = -(-(high - low) // HUGE_PAGE) * HUGE_PAGE  # whole huge pages: mappable as such
     address = _libc.mmap(None, length, _PROT_READ, _MAP_SHARED, fd, low)
@@ -99,7 +101,7 @@ def _copy_mapped(fd: int, pieces: list[Piece], out: np.ndarray) -> list[Piece]:
             _libc.madvise(address, length, _MADV_HUGEPAGE) == 0
             and _libc.madvise(address, length, _MADV_RANDOM) == 0
         ):  # a kernel without transparent huge pages: pread from now on
-            _HUGE_FAULTS[os.fstat(fd).st_dev] = False
+            _HUGE_FAULTS[stat.st_dev] = False
             return pieces
         cached, faulted, pread = [], [], []
         for piece in pieces:
@@ -134,9 +136,32 @@ def _resident(address: int) -> bool:
     through these mappings, and asking for every page would cost more than the read (170 us for
     6 MiB). A wrong guess only costs time: a piece taken as cached is faulted in unthreaded.
     """
-    page = address // mmap.PAGESIZE * mmap.PAGESIZE
-    held = ctypes.c_ubyte()
-    return _libc.mincore(page, 1, ctypes.byref(held)) == 0 and bool(held.value & 1)
+    return bool(_mincore(address // mmap.PAGESIZE * mmap.PAGESIZE, 1)[0] & 1)
+
+
+def _mincore(address: int, length: int) -> np.ndarray:
+    """mincore(2) of `length` bytes of a mapping at page-aligned `address`: bit 0 per page."""
+    held = np.zeros(-(-length // mmap.PAGESIZE), dtype=np.uint8)
+    if _libc.mincore(address, length, held.ctypes.data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mincore failed: {os.strerror(errno)}")
+    return held
+
+
+def cached_pages(fd: int) -> tuple[int, int]:
+    """(pages the page cache holds, pages) of open file `fd`, without reading any."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return 0, 0
+    address = _libc.mmap(None, size, _PROT_READ, _MAP_SHARED, fd, 0)
+    if address in (None, _MAP_FAILED):
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mmap failed: {os.strerror(errno)}")
+    try:
+        held = _mincore(address, size)
+    finally:
+        _libc.munmap(address, size)
+    return int((held & 1).sum()), held.size
 
 
 def _pool() -> ThreadPoolExecutor:
