@@ -3,12 +3,13 @@
 On the same synthetic float16 features (A: 16x64x1024 items, B: 16x257x1024, C: ragged T in 4..32
 of 64x1024), measured in one run:
 
-- random read of single items in a seeded random order, ms/item and MB/s, cold (the formats'
-  files dropped from the page cache with posix_fadvise(DONTNEED), and /proc/sys/vm/drop_caches
-  where permitted; the pages still resident afterwards are counted with mincore; an untimed pass
-  over the same items first, so that a virtual machine's host caches every format alike) then
-  warm (the same items again); vdial through `feature[id]`, `FeatureReader` and `Feature.item`
-  (Zarr);
+- random read of single items, every item once in a seeded random order (an epoch), ms/item and
+  MB/s, cold (the formats' files dropped from the page cache with posix_fadvise(DONTNEED), and
+  /proc/sys/vm/drop_caches where permitted; the pages still resident afterwards are counted with
+  mincore; an untimed pass over the same items first, so that a virtual machine's host caches
+  every format alike) then warm (the same items again); each reader interleaved item by item
+  with npy reads of the same items, its ratio to npy taken within the pass; vdial through
+  `feature[id]`, `FeatureReader` and `Feature.item` (Zarr);
 - write time of every item with one and two vdial writer processes and with `np.save` and h5py
   (each in spawned processes, timed from a barrier once imports are done): without fsync (the
   page cache absorbs the writes of every format alike) and including the `sync` that follows;
@@ -49,6 +50,8 @@ POOL_GRID = 4
 POOL_ELEMENTS = 24 * 2**20  # float16 values every item is sliced from (48 MiB)
 MARKER = ".vdial-bench-store"  # marks a workdir this script may delete
 READERS = ("npy", "hdf5", "vdial feature[id]", "vdial FeatureReader", "vdial item() (zarr)")
+CONTENDERS = READERS[1:]  # each timed side by side with npy
+FIRST_READS = 400  # the reads of an epoch reported apart: when the page cache holds least
 VERSIONS = ("numpy", "zarr", "h5py")
 
 
@@ -281,55 +284,93 @@ def resident_fraction(files: list[Path]) -> float:
     return resident / max(total, 1)
 
 
-def read_pass(name: str, paths: dict, ds: Dataset, order: list[int], cold: bool, drop: bool):
-    """One timed pass over `order` with a fresh handle: (seconds, bytes, resident after drop).
+def read_pass(name: str, paths: dict, ds: Dataset, order: list[int], drop: bool) -> dict:
+    """`name` against npy over `order`: per cache state ('cold', 'warm') the (2, items) seconds
+    of every npy read and every `name` read, interleaved item by item; and the share of both
+    formats' pages still cached after the drop.
 
-    A cold pass is preceded by an untimed one with its own handle. A virtual machine's disk is
-    cached by its host too, which no drop here reaches: without that pass, a format the host
-    still held from writing or from the previous reader's pass read up to 2x faster than one it
-    had evicted. After it, every format's items are equally cached by the host (and on bare
-    metal it changes nothing), so what is measured is this machine's page cache being cold.
+    Interleaving puts whatever else the machine is doing (a virtual disk's neighbours, its
+    host's cache) on both formats alike, which timing them one pass after the other did not
+    (single passes varied by 20-50 %). Which of the two reads an item first alternates.
+
+    Before the cold reads an untimed pass reads the same items in both formats. A virtual
+    machine's disk is cached by its host too, which no drop here reaches: without that pass, a
+    format the host still held from writing read up to 2x faster than one it had evicted. After
+    it both are equally cached by the host (on bare metal it changes nothing), so what is
+    measured is this machine's page cache being cold. Each cache state opens fresh handles, so
+    vdial's times include opening every segment on first touch.
     """
-    if cold:
-        read_pass(name, paths, ds, order, False, drop)
-    get, close = open_reader(name, paths, ds)
-    resident = 0.0
-    if cold:
-        files = format_files(name, paths)
-        drop_cache(files, drop)
-        resident = resident_fraction(files)
-    nbytes, start = 0, time.perf_counter()
+    names, files = ("npy", name), format_files("npy", paths) + format_files(name, paths)
+    readers = [open_reader(n, paths, ds) for n in names]
     for i in order:
-        nbytes += get(i).nbytes
-    seconds = time.perf_counter() - start
+        for get, _ in readers:
+            get(i)
+    times, resident = {}, 0.0
+    for cache in ("cold", "warm"):
+        for _, close in readers:
+            close()
+        readers = [open_reader(n, paths, ds) for n in names]
+        if cache == "cold":
+            drop_cache(files, drop)
+            resident = resident_fraction(files)
+        seconds = np.zeros((2, len(order)))
+        for k, i in enumerate(order):
+            for r in (0, 1) if k % 2 else (1, 0):
+                start = time.perf_counter()
+                readers[r][0](i)
+                seconds[r, k] = time.perf_counter() - start
+        times[cache] = seconds
     for i in order[:3]:  # the values, outside the clock
-        if not np.array_equal(get(i), ds.item(i)):
+        if not np.array_equal(readers[1][0](i), ds.item(i)):
             raise AssertionError(f"{name} returned wrong values for {item_id(i)}")
-    close()
-    return seconds, nbytes, resident
+    for _, close in readers:
+        close()
+    return dict(times=times, resident=resident)
 
 
 def read_rows(ds: Dataset, paths: dict, order: list[int], repeats: int, drop: bool, advance):
-    """Per reader a cold pass, then a warm one (the same items again); the best of `repeats`."""
+    """Every contender against npy (read_pass) `repeats` times; medians over the repeats.
+
+    x npy is the median of each pass's npy seconds / contender seconds (the two timed side by
+    side); 'x npy, first N' the same over the first N reads, when the page cache holds least.
+    """
     for name in READERS:  # load what each reader imports lazily, before any clock runs
         get, close = open_reader(name, paths, ds)
         get(order[0])
         close()
-    best: dict[tuple[str, bool], tuple[float, int, float]] = {}
-    for _ in range(repeats):  # readers interleaved, so that a burst of other work hits one pass
-        for name in READERS:
-            for cold in (True, False):
-                got = read_pass(name, paths, ds, order, cold, drop)
-                best[name, cold] = min(best.get((name, cold), got), got)
-                advance()
+    nbytes = sum(ds.item(i).nbytes for i in order)
+    first = min(FIRST_READS, len(order))
+    passes: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
+    for _ in range(repeats):  # contenders in turn, so that a burst of other work hits one pass
+        for name in CONTENDERS:
+            passes[name].append(read_pass(name, paths, ds, order, drop))
+            advance()
     rows = []
-    for (name, cold), (seconds, nbytes, resident) in best.items():
-        row = dict(dataset=ds.key, reader=name, cache="cold" if cold else "warm")
-        row |= dict(items=len(order), mb=nbytes / 1e6, seconds=seconds)
-        row |= dict(ms_item=1000 * seconds / len(order), mb_s=nbytes / seconds / 1e6)
-        row |= dict(x_npy=best["npy", cold][0] / seconds)
-        rows.append(row | dict(resident=f"{100 * resident:.1f}%" if cold else "-"))
+    for cache in ("cold", "warm"):
+        every = [p for ps in passes.values() for p in ps]
+        npy = [p["times"][cache][0] for p in every]
+        rows.append(_read_row(ds, "npy", cache, npy, [1.0], [1.0], nbytes, first, every))
+        for name, ps in passes.items():
+            got = [p["times"][cache] for p in ps]
+            ratio = [t[0].sum() / t[1].sum() for t in got]
+            ratio_first = [t[0, :first].sum() / t[1, :first].sum() for t in got]
+            rows.append(
+                _read_row(
+                    ds, name, cache, [t[1] for t in got], ratio, ratio_first, nbytes, first, ps
+                )
+            )
     return rows
+
+
+def _read_row(ds, reader, cache, seconds, ratio, ratio_first, nbytes, first, passes) -> dict:
+    """A table row: medians over the passes; 'resident' the most left cached by any drop."""
+    median = float(np.median([s.sum() for s in seconds]))
+    items = len(seconds[0])
+    row = dict(dataset=ds.key, reader=reader, cache=cache, items=items, mb=nbytes / 1e6)
+    row |= dict(seconds=median, ms_item=1000 * median / items, mb_s=nbytes / median / 1e6)
+    row |= dict(x_npy=float(np.median(ratio)), x_npy_first=float(np.median(ratio_first)))
+    resident = f"{100 * max(p['resident'] for p in passes):.1f}%" if cache == "cold" else "-"
+    return row | dict(first=first, resident=resident)
 
 
 def disk_usage(path: Path) -> tuple[int, int]:
@@ -415,7 +456,7 @@ def run_dataset(ds: Dataset, items: int, args: argparse.Namespace, drop: bool, a
         du, apparent = disk_usage(paths[fmt] / FEATURE if fmt == "vdial" else paths[fmt])
         row = dict(dataset=ds.key, format=fmt, raw_mb=raw / 1e6, du_mb=du / 1e6)
         disk.append(row | dict(apparent_mb=apparent / 1e6, x_raw=du / raw))
-    order = np.random.default_rng(1).permutation(items)[: args.reads].tolist()
+    order = np.random.default_rng(1).permutation(items)[: args.reads or items].tolist()
     reads = read_rows(ds, paths, order, args.repeats, drop, advance)
     return dict(writes=writes, disk=disk, reads=reads)
 
@@ -431,7 +472,7 @@ def targets(reads: list[dict], disk: list[dict], pool: list[dict]) -> list[dict]
             continue
         key = (r["dataset"], "hdf5", r["cache"])
         h5 = next(x for x in reads if (x["dataset"], x["reader"], x["cache"]) == key)
-        name, x_h5 = f"{r['dataset']}: random read, {r['cache']}", h5["seconds"] / r["seconds"]
+        name, x_h5 = f"{r['dataset']}: random read, {r['cache']}", r["x_npy"] / h5["x_npy"]
         out.append(_target(f"{name}, >= 0.8x npy", r["x_npy"], "x npy", r["x_npy"] >= 0.8))
         out.append(_target(f"{name}, faster than HDF5", x_h5, "x hdf5", x_h5 > 1))
     for d in disk:
@@ -448,7 +489,7 @@ def targets(reads: list[dict], disk: list[dict], pool: list[dict]) -> list[dict]
 # One template per table, "header={field:format}; ...": formatted (numeric) columns align right.
 READ_TABLE = (
     "dataset={dataset}; reader={reader}; cache={cache}; items={items:d}; ms/item={ms_item:.2f}; "
-    "MB/s={mb_s:.0f}; x npy={x_npy:.2f}; resident={resident}"
+    "MB/s={mb_s:.0f}; x npy={x_npy:.2f}; x npy, first reads={x_npy_first:.2f}; resident={resident}"
 )
 WRITE_TABLE = (
     "dataset={dataset}; format={format}; processes={processes:d}; items={items:d}; MB={mb:.0f}; "
@@ -486,13 +527,18 @@ def markdown(result: dict) -> str:
         "",
         "## Random read of single items",
         "",
-        f"A seeded random order of {meta['reads']} ids (at most), each read once per pass; "
-        f"best of {meta['repeats']} passes. Cold: {meta['cache_drop']}; done after opening "
-        "the reader. 'resident': the share of the format's pages still cached after that "
-        "(mincore). Before each cold pass an untimed pass reads the same items, so that the "
-        "virtual machine's host, whose cache no drop reaches, holds every format alike. Warm: "
-        "the same items again, through a fresh handle. vdial's times include opening each "
-        "segment on first touch.",
+        "Each item of the dataset once (or the first `--reads`) in a seeded random order, as a "
+        "training epoch reads them. Every reader is timed against npy in passes that read each "
+        "item in both formats back to back, so that whatever else the machine does hits both "
+        "alike; x npy = npy seconds / this reader's seconds of the same pass, the median of "
+        f"{meta['repeats']} passes (ms/item: the median pass; npy: over all passes); 'first "
+        f"reads': x npy over the first {FIRST_READS} reads of the pass (cold: when the page "
+        "cache holds least). Cold: "
+        f"{meta['cache_drop']}; done after opening the readers. 'resident': the most of the two "
+        "formats' pages still cached after a drop (mincore). Before each cold pass an untimed "
+        "pass reads the same items in both formats, so that the virtual machine's host, whose "
+        "cache no drop reaches, holds them alike. Warm: the same items again, through fresh "
+        "handles. vdial's times include opening each segment on first touch.",
         "",
         *table(READ_TABLE, result["reads"]),
         "## Write",
@@ -542,7 +588,7 @@ def measure_dataset(ds: Dataset, items: int, args: argparse.Namespace, drop: boo
     """Everything measured on one dataset (and, for A, the pooled views), with a progress bar."""
     from rich.progress import Progress
 
-    steps = 4 + 2 * len(READERS) * args.repeats + 3 * (ds.key == "A")
+    steps = 4 + len(CONTENDERS) * args.repeats + 3 * (ds.key == "A")
     with Progress() as progress:
         task = progress.add_task(f"{ds.key} {ds.label}, {items} items", total=steps)
 
@@ -568,8 +614,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, help="items per dataset [A 2000, B 500, C 1800]")
     parser.add_argument("--only", default="A,B,C", help="datasets to run, e.g. A,C")
-    parser.add_argument("--reads", type=int, default=400, help="items read per pass [400]")
-    parser.add_argument("--repeats", type=int, default=3, help="read passes, best kept [3]")
+    parser.add_argument("--reads", type=int, default=0, help="items read per pass [0: all]")
+    parser.add_argument("--repeats", type=int, default=3, help="read passes, median kept [3]")
     parser.add_argument("--quick", action="store_true", help="a ~1 min run to check the script")
     parser.add_argument("--workdir", type=Path, default=RESULTS / "store_work", help="scratch")
     parser.add_argument("--keep", action="store_true", help="keep the workdir's stores and files")
@@ -584,7 +630,7 @@ def main() -> None:
     # Each pool run needs more blocks than dask threads, or the small one is not comparable.
     args.pool_block = 64
     if args.quick:
-        args.reads, args.repeats, args.pool_block = min(args.reads, 100), 1, 8
+        args.reads, args.repeats, args.pool_block = min(args.reads or 100, 100), 1, 8
     drop_method = try_drop_caches()
     if args.dataset_child:
         (ds,) = chosen
