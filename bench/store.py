@@ -369,11 +369,8 @@ def read_rows(ds: Dataset, paths: dict, order: list[int], repeats: int, drop: bo
             got = [p["times"][cache] for p in ps]
             ratio = [t[0].sum() / t[1].sum() for t in got]
             ratio_first = [t[0, :first].sum() / t[1, :first].sum() for t in got]
-            rows.append(
-                _read_row(
-                    ds, name, cache, [t[1] for t in got], ratio, ratio_first, nbytes, first, ps
-                )
-            )
+            seconds = [t[1] for t in got]
+            rows.append(_read_row(ds, name, cache, seconds, ratio, ratio_first, nbytes, first, ps))
     return rows
 
 
@@ -640,7 +637,10 @@ def main() -> None:
     if args.pool_child:
         pool_child(*args.pool_child)
         return
-    chosen = [DATASETS[k.strip().upper()] for k in args.only.split(",") if k.strip()]
+    keys = [k.strip().upper() for k in args.only.split(",") if k.strip()]
+    if unknown := sorted(set(keys) - set(DATASETS)):
+        parser.error(f"--only: no dataset {', '.join(unknown)} (choose from {', '.join(DATASETS)})")
+    chosen = [DATASETS[k] for k in keys]
     count = {d.key: args.items or (d.quick_items if args.quick else d.items) for d in chosen}
     # Each pool run needs more blocks than dask threads, or the small one is not comparable.
     args.pool_block = 64
