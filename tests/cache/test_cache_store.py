@@ -144,6 +144,14 @@ def test_open_modes(tmp_path: Path):
     with pytest.raises(ValueError, match="not a vdial feature store"):
         FeatureStore.open(plain, "r")
 
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "zarr.json").write_text("{not json")
+    for mode in ("r", "a"):
+        with pytest.raises(ValueError, match=r"broken/zarr.json: unreadable Zarr metadata"):
+            FeatureStore.open(broken, mode)
+    assert (broken / "zarr.json").read_text() == "{not json"
+
 
 def test_read_only_store_refuses_writes(store, make_feature):
     make_feature()

@@ -277,6 +277,8 @@ def _open_existing(location: Location) -> zarr.Group | None:
         root = zarr.open_group(location.store(read_only=True), mode="r", zarr_format=3)
     except (FileNotFoundError, NotADirectoryError, NodeNotFoundError):
         return None
+    except ValueError as err:  # zarr.json that is not JSON, or not Zarr v3 group metadata
+        raise ValueError(f"{location.path}/zarr.json: unreadable Zarr metadata ({err})") from None
     version = root.attrs.get(STORE_VERSION_KEY)
     if version is None:
         raise ValueError(f"{location.path} is a Zarr group but not a vdial feature store")
