@@ -96,28 +96,57 @@ def toy(tmp_path) -> dict:
     return build_colour_dataset(tmp_path)
 
 
-def toy_config(toy: dict, **overrides):
-    from vdial.train.config import TrainConfig
+MODEL_KEYS = {
+    "frames",
+    "history_turns",
+    "use_caption",
+    "max_context_tokens",
+    "max_answer_tokens",
+    "discriminative",
+    "visual_input",
+    "max_regions",
+    "projector",
+    "max_option_tokens",
+}
+LM_KEYS = {"source", "arch", "path", "d_model", "n_layers", "n_heads", "d_ff", "dropout"}
+OPTIM_KEYS = {"lr", "batch_size", "warmup_steps", "schedule", "weight_decay", "grad_clip"}
 
-    base = dict(
-        features=str(toy["store"]),
-        feature="toy",
-        manifest=str(toy["manifest"]),
-        val_split=None,
-        frames=4,
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        dropout=0.0,
-        batch_size=8,
-        steps=200,
-        lr=3e-3,
-        warmup_steps=10,
-        eval_every=50,
-        checkpoint_every=50,
-        log_every=10,
-        max_context_tokens=32,
-        max_answer_tokens=8,
-    )
-    base.update(overrides)
-    return TrainConfig(**base)
+
+def toy_recipe(data: dict, steps: int = 200, feature: str = "toy", **keys) -> dict:
+    """A prefix-lm recipe mapping over a test store; flat keys go where they belong (the
+    model block, its lm block, optim, or the top level)."""
+    recipe = {
+        "family": "prefix-lm",
+        "datasets": {
+            "toy": {
+                "features": str(data["store"]),
+                "manifest": str(data["manifest"]),
+                "val_split": keys.pop("val_split", None),
+            }
+        },
+        "inputs": {"visual": [feature]},
+        "model": {"frames": 4, "max_context_tokens": 32, "max_answer_tokens": 8, "lm": {}},
+        "optim": {"batch_size": 8, "lr": 3e-3, "warmup_steps": 10},
+        "stages": [{"name": "train", "steps": steps}],
+        "eval_every": 50,
+        "checkpoint_every": 50,
+        "log_every": 10,
+    }
+    recipe["model"]["lm"].update(d_model=32, n_layers=2, n_heads=2, dropout=0.0)
+    for key, value in keys.items():
+        if key in MODEL_KEYS:
+            recipe["model"][key] = value
+        elif key in LM_KEYS:
+            recipe["model"]["lm"][key] = value
+        elif key in OPTIM_KEYS:
+            recipe["optim"][key] = value
+        else:
+            recipe[key] = value
+    return recipe
+
+
+def toy_config(data: dict, steps: int = 200, **keys):
+    """`toy_recipe` resolved into a TrainConfig."""
+    from vdial.train.config import resolve
+
+    return resolve(toy_recipe(data, steps, **keys), "test recipe")

@@ -14,14 +14,10 @@ from vdial.manifests import DIALOG_SCHEMA, MEDIA_SCHEMA, Manifest
 from vdial.train.cli import app
 from vdial.train.generate import Decoding
 from vdial.train.loop import fit
-from vdial.train.predict import (
-    generate_answers,
-    load_predictor,
-    meta_path,
-    predict,
-    turns_to_answer,
-)
-from vdial.train.tokenizer import Tokenizer
+from vdial.train.models.prefix_lm import context_text
+from vdial.train.predict import meta_path, predict
+from vdial.train.run import load_trained
+from vdial.train.tokenizer import load_tokenizer
 
 from .conftest import COLOURS, _dialog_row, build_colour_dataset, toy_config
 
@@ -47,7 +43,8 @@ def test_avsd_predictions_record_their_decoding(avsd_run, tmp_path):
     assert all(d["dialog"][-1]["question"] == "what colour is it ?" for d in payload["dialogs"])
     meta = json.loads(meta_path(out).read_text())
     assert meta_path(out).name == "preds.meta.json"
-    assert meta["format"] == "avsd" and meta["split"] == "test" and meta["checkpoint_step"] == 20
+    assert meta["format"] == "avsd" and meta["split"] == "test" and meta["output"] == "answers"
+    assert meta["checkpoint"] == {"stage": "train", "step": 20}
     assert meta["decoding"] == {
         "search": "beam",
         "beam_size": 3,
@@ -57,10 +54,10 @@ def test_avsd_predictions_record_their_decoding(avsd_run, tmp_path):
     assert meta["batch_size"] == 5
 
 
-def test_answers_do_not_depend_on_the_batch_size(avsd_run):
-    one = generate_answers(avsd_run, "test", batch_size=1)
-    many = generate_answers(avsd_run, "test", batch_size=64)
-    assert one == many and len(one) == 8
+def test_answers_do_not_depend_on_the_batch_size(avsd_run, tmp_path):
+    one = predict(avsd_run, "test", out=tmp_path / "one.json", batch_size=1).read_text()
+    many = predict(avsd_run, "test", out=tmp_path / "many.json", batch_size=64).read_text()
+    assert one == many and len(json.loads(one)["dialogs"]) == 8
 
 
 def test_cli_predict_options(avsd_run, tmp_path):
@@ -86,7 +83,7 @@ def test_cli_predict_options(avsd_run, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    tokenizer = Tokenizer.load(avsd_run / "tokenizer.json")
+    tokenizer = load_tokenizer(avsd_run / "tokenizer")
     answers = [d["dialog"][-1]["answer"] for d in json.loads(out.read_text())["dialogs"]]
     # two tokens at most, <eos> included
     assert all(1 <= len(tokenizer.encode(a)) <= 2 for a in answers), answers
@@ -95,9 +92,13 @@ def test_cli_predict_options(avsd_run, tmp_path):
     assert meta["batch_size"] == 3
 
 
-def build_visdial_dataset(root, n_train: int = 8, n_val: int = 3, n_test: int = 3) -> dict:
+def build_visdial_dataset(
+    root, n_train: int = 8, n_val: int = 3, n_test: int = 3, *, shuffle: bool = False
+) -> dict:
     """VisDial-shaped data over a toy store: 3 rounds per image, 100 options per round; test
-    dialogs end at an unanswered round that alone carries options (as in VisDial v1.0)."""
+    dialogs end at an unanswered round that alone carries options (as in VisDial v1.0).
+    `shuffle`: the options hold every colour's answer, the ground truth at a random index, and
+    val rounds carry dense relevances (1 for the truth, 0.5 for "it is" answers, 0 else)."""
     rng = np.random.default_rng(0)
     store = FeatureStore.open(root / "cache" / "vd", mode="w")
     feature = store.create_feature("toy", item_shape=(4, 8), spec={"name": "toy"})
@@ -114,8 +115,21 @@ def build_visdial_dataset(root, n_train: int = 8, n_val: int = 3, n_test: int = 
             for turn, (question, answer) in enumerate(rounds):
                 answer = answer or f"it is {COLOURS[k % 4]} ."
                 row = _dialog_row(image_id, split, turn, question, answer)
-                row["answer_options"] = [answer] + [f"option {j}" for j in range(99)]
-                row["gt_index"] = 0
+                others = [f"option {j}" for j in range(99)]
+                if shuffle:
+                    near = [f"it is {c} ." for c in COLOURS] + ["no .", "yes ."]
+                    others = ([o for o in near if o != answer] + others)[:99]
+                    gt = int(rng.integers(100))
+                    row["answer_options"] = [*others[:gt], answer, *others[gt:]]
+                    row["gt_index"] = gt
+                    if split == "val":
+                        row["relevance"] = [
+                            1.0 if o == answer else 0.5 if o.startswith("it is") else 0.0
+                            for o in row["answer_options"]
+                        ]
+                else:
+                    row["answer_options"] = [answer, *others]
+                    row["gt_index"] = 0
                 if split == "test" and turn == 1:  # the scored round: options, no answer
                     row.update(answer=None, answers=[], gt_index=None)
                 elif split == "test":
@@ -152,15 +166,72 @@ def test_visdial_val_answers_every_round(visdial_run, tmp_path):
 
 
 def test_visdial_history_uses_the_dataset_answers(visdial_run):
-    predictor = load_predictor(visdial_run)
-    turns = turns_to_answer(predictor.manifest, "val", predictor.config)
-    third = next(t for t in turns if t.dialog_id == "9" and t.turn == 2)
+    trained = load_trained(visdial_run)
+    asked = trained.data.part("toy", "val", mode="predict").samples.samples
+    third = next(s for s in asked if s.dialog_id == "9" and s.turn == 2)
     assert third.answer is None  # withheld from the model
-    assert third.context == (
-        "a clip . <sep> is it moving ? no . <sep> what colour is it ? it is red . <sep> is it big ?"
-    )
+    assert context_text(third, 2, True) == [
+        "a clip .",
+        "is it moving ? no .",
+        "what colour is it ? it is red .",
+        "is it big ?",
+    ]
 
 
 def test_visdial_test_answers_the_scored_round_only(visdial_run, tmp_path):
     entries = json.loads(predict(visdial_run, "test", out=tmp_path / "t.json").read_text())
     assert [(e["image_id"], e["round_id"]) for e in entries] == [(12, 2), (13, 2), (14, 2)]
+
+
+def _ranks(scored, manifest, split):
+    from vdial.evaluate.visdial import ranks_from_scores
+
+    dialogs = Manifest.read(manifest).dialogs.to_pylist()
+    gt = {
+        (int(r["dialog_id"]), r["turn"] + 1): r["gt_index"] for r in dialogs if r["split"] == split
+    }
+    ranks = ranks_from_scores(np.array([e["scores"] for e in scored]))
+    return np.array([ranks[i, gt[(e["image_id"], e["round_id"])]] for i, e in enumerate(scored)])
+
+
+def test_visdial_discriminative_scores_rank_the_truth_first(tmp_path):
+    """Option scores for `vdial eval visdial --scores`: the colour round is answerable only
+    from the image features, so the real model ranks its truth first and the zeroed one cannot
+    (1/4 of them at best)."""
+    data = build_visdial_dataset(tmp_path, n_train=16, n_val=8, n_test=2, shuffle=True)
+    colour = {}
+    for visual in ("real", "zero"):
+        config = toy_config(
+            data,
+            steps=150,
+            frames=1,
+            history_turns=1,
+            discriminative=True,
+            visual=visual,
+            stages=[{"name": "train", "steps": 150, "losses": {"options": 1.0, "response": 0.5}}],
+        )
+        run = tmp_path / visual
+        fit(config, run, progress=False)
+        out = predict(run, "val", out=tmp_path / f"{visual}.json")
+        scored = json.loads(out.read_text())
+        assert json.loads(meta_path(out).read_text())["output"] == "scores"
+        assert len(scored) == 24 and all(len(e["scores"]) == 100 for e in scored)
+        ranks = _ranks(scored, data["manifest"], "val")
+        colour[visual] = float(np.mean(ranks[1::3] == 1))  # round 2 asks the colour
+    assert colour["real"] >= 0.75 and colour["zero"] <= 0.5, colour
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--run",
+            str(tmp_path / "real"),
+            "--split",
+            "val",
+            "--output",
+            "answers",
+            "--out",
+            str(tmp_path / "g.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert all(isinstance(e["answer"], str) for e in json.loads((tmp_path / "g.json").read_text()))

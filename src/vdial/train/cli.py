@@ -1,7 +1,14 @@
-"""The `vdial-train` command: fit a model on cached features, then predict with it."""
+"""The `vdial-train` command: fit a recipe on cached features, predict, export, gate.
+
+What users get wrong (a missing recipe, a typo'd key, a run without a checkpoint, a feature
+the store lacks, an incomplete model folder) is one line naming the file, key or path and
+what to do, with exit status 1: never a traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -15,42 +22,63 @@ app = typer.Typer(
 )
 
 
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    from vdial.config import ConfigError
+    from vdial.train.lm import LMError
+    from vdial.train.run import RunError
+    from vdial.train.stages import StageError
+
+    try:
+        yield
+    except (ConfigError, RunError, LMError, StageError, FileNotFoundError, FileExistsError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+
+
 @app.command()
 def fit(
-    features: Path = typer.Option(..., help="Feature store directory, e.g. cache/avsd."),
-    feature: str = typer.Option(None, help="Feature in the store, e.g. dinov2/pool4x4."),
-    config: Path = typer.Option(None, help="Recipe YAML (keys of vdial.train.config.TrainConfig)."),
+    config: Path = typer.Option(None, help="Recipe YAML (see configs/ and vdial.train.config)."),
     out: Path = typer.Option(..., help="Run directory; an existing run there is resumed."),
+    features: Path = typer.Option(
+        None, help="Feature store of a one-dataset recipe, e.g. cache/avsd."
+    ),
+    feature: str = typer.Option(None, help="Store feature of the `visual` role (dinov2/pool4x4)."),
     manifest: Path = typer.Option(
         None, help="Manifest directory (default manifests/<store name>)."
     ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a recipe key: --set model.lm.d_model=64 (repeatable)."
+    ),
+    stage: str = typer.Option(None, help="Run this stage only (the previous one must be done)."),
     visual: str = typer.Option(None, help="Visual input: real, zero or shuffle (ablations)."),
-    steps: int = typer.Option(None, help="Optimiser steps (overrides the recipe)."),
+    steps: int = typer.Option(None, help="Steps of every stage (overrides the recipe)."),
     seed: int = typer.Option(None, help="Seed (overrides the recipe)."),
-    device: str = typer.Option(None, help="Torch device, e.g. cpu or cuda:0."),
+    device: str = typer.Option(None, help="Torch device, e.g. cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train (or resume) a run on cached features."""
-    from vdial.config import load_config
-    from vdial.train.config import TrainConfig
+    """Train (or resume) a run: the recipe's stages in order, each from the previous one."""
+    from vdial.train.config import load_recipe
     from vdial.train.loop import fit as run_fit
 
-    cfg = load_config(
-        TrainConfig,
-        config,
-        features=str(features),
-        feature=feature,
-        manifest=str(manifest) if manifest else None,
-        visual=visual,
-        steps=steps,
-        seed=seed,
-        device=device,
-    )
-    result = run_fit(cfg, out, progress=progress)
+    with _one_line_errors():
+        cfg = load_recipe(
+            config,
+            features=str(features) if features else None,
+            manifest=str(manifest) if manifest else None,
+            feature=feature,
+            assignments=tuple(set_),
+            visual=visual,
+            seed=seed,
+            device=device,
+            steps=steps,
+        )
+        result = run_fit(cfg, out, stage=stage, progress=progress)
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     typer.echo(
-        f"trained {result.steps} steps{resumed}: train loss {result.train_loss:.4f}{val} -> {out}"
+        f"stages {', '.join(result.stages)}: last ran {result.steps} steps{resumed}, "
+        f"train loss {result.train_loss:.4f}{val} -> {out}"
     )
 
 
@@ -59,25 +87,53 @@ def predict(
     run: Path = typer.Option(..., help="Run directory written by `vdial-train fit`."),
     split: str = typer.Option("test", help="Split whose questions are answered."),
     out: Path = typer.Option(None, help="Output JSON (default <run>/predictions_<split>.json)."),
+    dataset: str = typer.Option(None, help="Dataset of the run (default: its first)."),
+    output: str = typer.Option(
+        None, help="answers or scores (VisDial option scores; default where the model scores)."
+    ),
     beam_size: int = typer.Option(1, help="Beams per dialog; 1 is greedy search."),
     length_penalty: float = typer.Option(
         1.0, help="Beam score = log p / length**A (HF's length_penalty; 0: plain log p)."
     ),
     max_length: int = typer.Option(
-        None, help="Most answer tokens incl. <eos> (default: the run's max_answer_tokens)."
+        None, help="Most answer tokens incl. <eos> (default: the model's max_answer_tokens)."
     ),
     batch_size: int = typer.Option(64, help="Dialogs decoded together."),
 ) -> None:
-    """Answer a split: AVSD challenge JSON, or VisDial's generated-answers list.
+    """Answer a split: AVSD challenge JSON, VisDial generated answers or option scores.
 
-    The decoding settings are written beside the predictions as <name>.meta.json.
+    The settings are written beside the predictions as <name>.meta.json.
     """
     from vdial.train.generate import Decoding
     from vdial.train.predict import predict as run_predict
 
-    decoding = Decoding(beam_size=beam_size, length_penalty=length_penalty, max_length=max_length)
-    path = run_predict(run, split, out=out, decoding=decoding, batch_size=batch_size)
+    with _one_line_errors():
+        decoding = Decoding(
+            beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
+        )
+        path = run_predict(
+            run,
+            split,
+            out=out,
+            decoding=decoding,
+            batch_size=batch_size,
+            dataset=dataset,
+            output=output,
+        )
     typer.echo(f"predictions -> {path}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory written by `vdial-train fit`."),
+    hf: Path = typer.Option(..., help="Directory to write the language model to (HF layout)."),
+) -> None:
+    """Write the run's language model and tokenizer so `from_pretrained(DIR)` loads them."""
+    from vdial.train.export import export_hf
+
+    with _one_line_errors():
+        path = export_hf(run, hf)
+    typer.echo(f"language model -> {path}")
 
 
 gate_app = typer.Typer(
@@ -117,18 +173,19 @@ def gate_record(
     from vdial.train.gate import record_gate
     from vdial.train.generate import Decoding
 
-    result = record_gate(
-        run,
-        out,
-        split=split,
-        references=references,
-        question_types=question_types,
-        dialogs=dialogs,
-        decoding=Decoding(
-            beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
-        ),
-        batch_size=batch_size,
-    )
+    with _one_line_errors():
+        result = record_gate(
+            run,
+            out,
+            split=split,
+            references=references,
+            question_types=question_types,
+            dialogs=dialogs,
+            decoding=Decoding(
+                beam_size=beam_size, length_penalty=length_penalty, max_length=max_length
+            ),
+            batch_size=batch_size,
+        )
     typer.echo(f"recorded {result.answers} {result.dataset} answers -> {result.path}")
 
 

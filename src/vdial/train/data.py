@@ -1,10 +1,15 @@
-"""Dialog-turn datasets over a feature store: (visual tokens, context, answer) per turn.
+"""Batches: samples of one or more datasets, their features, a family's processor, and the
+order they are read in (a pure function of seed, stage and step).
 
-A sample is one turn: the visual tokens of its video (read from the store through a
-`FeatureReader`, so DataLoader workers each open the store lazily), the caption and the most
-recent turns of history, the question, and, for training, the answer. The `visual` ablation
-replaces the tokens with zeros or with another video's tokens (a fixed derangement), which is
-how the demo shows that the answers come from the cached features.
+* `DatasetPart`: one dataset's samples of a split with its `FeatureSet`;
+* `ProcessedDataset`: a map-style dataset over several parts (global indices, part after
+  part) whose items are the family processor's encoding of (sample, features, options);
+* `StagePlan`: the global batch of each step. Each step draws its dataset by the stage's
+  weights (V2Dial's mixing: every batch comes from one dataset), and each dataset is read as
+  a stream of seeded permutations, so every item is read once per epoch and a batch is
+  always full; nothing depends on how many steps ran before in this process;
+* `StageSampler`: the contiguous slice of each global batch one rank (and micro-batch)
+  takes, in the order `objectives.gather` concatenates ranks, with every sample's seed.
 """
 
 from __future__ import annotations
@@ -13,147 +18,138 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+import torch
 
-from vdial.cache import FeatureReader
-from vdial.train.config import TrainConfig
-from vdial.train.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One dialog turn to train on or answer."""
-
-    dialog_id: str
-    media_id: str
-    turn: int
-    context: str  # caption, history and question, separated by <sep>
-    answer: str | None  # None where the answer is to be predicted
+from vdial.train.features import FeatureSet
+from vdial.train.models.base import Processor
+from vdial.train.samples import SampleSet
 
 
-def dialog_turns(dialogs: pa.Table, split: str, config: TrainConfig, *, scored: bool) -> list[Turn]:
-    """Turns of `split`: answered turns (training) or the unanswered last turns (`scored`)."""
-    rows = dialogs.filter(pc.equal(dialogs["split"], split)).to_pylist()
-    by_dialog: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_dialog.setdefault(row["dialog_id"], []).append(row)
-    out = []
-    for dialog_id, turns in by_dialog.items():
-        turns.sort(key=lambda r: r["turn"])
-        for k, row in enumerate(turns):
-            answered = row["answer"] is not None
-            if scored and (answered or k != len(turns) - 1):
-                continue
-            if not scored and not answered:
-                continue
-            history = turns[max(0, k - config.history_turns) : k]
-            parts = []
-            if config.use_caption:
-                parts.append(" ".join(t for t in (row["caption"], row["summary"]) if t))
-            parts += [f"{h['question']} {h['answer'] or ''}".strip() for h in history]
-            parts.append(row["question"])
-            context = " <sep> ".join(parts)
-            out.append(Turn(dialog_id, row["media_id"], row["turn"], context, row["answer"]))
+@dataclass
+class DatasetPart:
+    """One dataset's samples of a split, with the features they read."""
+
+    name: str  # the recipe's dataset name
+    kind: str  # "avsd" or "visdial"
+    samples: SampleSet
+    features: FeatureSet
+
+
+class ProcessedDataset(torch.utils.data.Dataset):
+    """Items of several parts (global index = the part's offset + the sample's index)."""
+
+    def __init__(self, parts: list[DatasetPart], processor: Processor) -> None:
+        self.parts = parts
+        self.processor = processor
+        self.offsets = np.cumsum([0, *(len(p.samples) for p in parts)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[DatasetPart, int]:
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part], index - int(self.offsets[part])
+
+    def sample(self, index: int):
+        part, local = self.locate(index)
+        return part.samples.samples[local]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, dict[str, Any]]:
+        """Item `key` = index, or (index, seed of its random choices); the seed defaults to
+        the index (validation and prediction)."""
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        part, local = self.locate(index)
+        sample = part.samples.samples[local]
+        features = part.features.read(sample)
+        rng = np.random.default_rng(seed)
+        return index, self.processor.encode(sample, features, part.samples.options(sample), rng)
+
+    def collate(self, items: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        batch = self.processor.collate([item for _, item in items])
+        batch["index"] = torch.tensor([index for index, _ in items], dtype=torch.long)
+        return batch
+
+
+def stream_indices(n: int, seed: int, start: int, count: int) -> np.ndarray:
+    """Positions [start, start + count) of the stream of seeded permutations of range(n)."""
+    positions = np.arange(start, start + count)
+    epochs, within = np.divmod(positions, n)
+    out = np.empty(count, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        order = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        out[epochs == epoch] = order[within[epochs == epoch]]
     return out
 
 
-def _derangement(ids: list[str], seed: int) -> dict[str, str]:
-    """Map each id to a different id (fixed by `seed`), for the shuffled-visual ablation."""
-    if len(ids) < 2:
-        raise ValueError("the shuffled-visual ablation needs at least two videos")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(ids))
-    return {ids[order[i]]: ids[order[(i + 1) % len(ids)]] for i in range(len(ids))}
+def dataset_choices(weights: list[float], seed: int, stage: int, steps: int) -> np.ndarray:
+    """The dataset (index into `weights`) each step of a stage reads."""
+    if len(weights) == 1:
+        return np.zeros(steps, dtype=np.int64)
+    p = np.asarray(weights, dtype=np.float64)
+    return np.random.default_rng([seed, stage, 7]).choice(len(p), size=steps, p=p / p.sum())
 
 
-class DialogDataset:
-    """Map-style dataset of `Turn`s with their visual tokens and token ids."""
+class StagePlan:
+    """The global batch of every step of one stage (indices into a ProcessedDataset)."""
 
     def __init__(
         self,
-        turns: list[Turn],
-        reader: FeatureReader,
-        tokenizer: Tokenizer,
-        config: TrainConfig,
-        *,
-        visual: str | None = None,
+        sizes: list[int],
+        weights: list[float],
+        batch_size: int,
+        seed: int,
+        stage: int,
+        steps: int,
     ) -> None:
-        self.turns = turns
-        self.reader = reader
-        self.tokenizer = tokenizer
-        self.config = config
-        self.visual = visual or config.visual
-        media = sorted({t.media_id for t in turns})
-        self.swap = _derangement(media, config.seed) if self.visual == "shuffle" else {}
-        self._cache: dict[str, np.ndarray] = {}
-        self._cache_left = config.feature_cache_mb * 2**20
-
-    def _read(self, media_id: str) -> np.ndarray:
-        """An item as stored, kept in RAM while the cache budget lasts (many turns per video)."""
-        item = self._cache.get(media_id)
-        if item is None:
-            item = self.reader[media_id]
-            if item.nbytes <= self._cache_left:
-                self._cache[media_id] = item
-                self._cache_left -= item.nbytes
-        return item
+        if min(sizes) < 1:
+            raise ValueError("every dataset of a stage needs at least one sample")
+        self.sizes, self.batch_size, self.seed, self.stage = sizes, batch_size, seed, stage
+        self.choices = dataset_choices(weights, seed, stage, steps)
+        # how many batches the step's dataset gave before it: its position in that stream
+        self.uses = np.zeros(steps, dtype=np.int64)
+        for part in range(len(sizes)):
+            chosen = self.choices == part
+            self.uses[chosen] = np.arange(int(chosen.sum()))
+        self.offsets = np.cumsum([0, *sizes])
 
     def __len__(self) -> int:
-        return len(self.turns)
+        return len(self.choices)
 
-    def visual_tokens(self, media_id: str) -> np.ndarray:
-        """(frames * tokens_per_frame, D) float32, frames uniformly subsampled or zero-padded."""
-        item = np.asarray(self._read(self.swap.get(media_id, media_id)), dtype=np.float32)
-        if item.ndim == 2:  # one token per frame
-            item = item[:, None, :]
-        frames = self.config.frames
-        if len(item) > frames:
-            item = item[np.linspace(0, len(item) - 1, frames).round().astype(int)]
-        elif len(item) < frames:
-            pad = np.zeros((frames - len(item), *item.shape[1:]), dtype=np.float32)
-            item = np.concatenate([item, pad])
-        if self.visual == "zero":
-            item = np.zeros_like(item)
-        return item.reshape(-1, item.shape[-1])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        turn = self.turns[index]
-        context = self.tokenizer.encode(turn.context)[-(self.config.max_context_tokens - 1) :]
-        context = context + [self.tokenizer.sep_id]
-        answer = []
-        if turn.answer is not None:
-            answer = self.tokenizer.encode(turn.answer)[: self.config.max_answer_tokens - 1]
-            answer = answer + [self.tokenizer.eos_id]
-        return {
-            "index": index,
-            "visual": self.visual_tokens(turn.media_id),
-            "context": context,
-            "answer": answer,
-        }
+    def __getitem__(self, step: int) -> list[int]:
+        part = int(self.choices[step])
+        local = stream_indices(
+            self.sizes[part],
+            self.seed * 1000 + self.stage * 31 + part,
+            int(self.uses[step]) * self.batch_size,
+            self.batch_size,
+        )
+        return (local + int(self.offsets[part])).tolist()
 
 
-def collate(samples: list[dict[str, Any]], pad_id: int):
-    """Right-pad context+answer; labels are the answer tokens only (-100 elsewhere)."""
-    import torch
+def item_seed(seed: int, stage: int, step: int, position: int) -> int:
+    """The seed of one sample's random choices: its place in the run, not in a process."""
+    return int(np.random.SeedSequence([seed, stage, step, position]).generate_state(1)[0])
 
-    lengths = [len(s["context"]) + len(s["answer"]) for s in samples]
-    width = max(lengths)
-    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(samples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, s in enumerate(samples):
-        seq = s["context"] + s["answer"]
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        if s["answer"]:
-            start = len(s["context"])
-            labels[row, start : len(seq)] = torch.tensor(s["answer"])
-    return {
-        "index": torch.tensor([s["index"] for s in samples]),
-        "visual": torch.from_numpy(np.stack([s["visual"] for s in samples])),
-        "input_ids": ids,
-        "labels": labels,
-        "attention_mask": mask,
-        "context_lengths": torch.tensor([len(s["context"]) for s in samples]),
-    }
+
+class StageSampler(torch.utils.data.Sampler):
+    """(index, seed) lists of this rank's micro-batches, step after step from `start`."""
+
+    def __init__(
+        self, plan: StagePlan, start: int, rank: int, world: int, accumulation: int, seed: int
+    ) -> None:
+        self.plan, self.start = plan, start
+        self.rank, self.world, self.accumulation, self.seed = rank, world, accumulation, seed
+
+    def __len__(self) -> int:
+        return (len(self.plan) - self.start) * self.accumulation
+
+    def __iter__(self):
+        per = self.plan.batch_size // (self.world * self.accumulation)
+        for step in range(self.start, len(self.plan)):
+            batch = self.plan[step]
+            for micro in range(self.accumulation):
+                first = (micro * self.world + self.rank) * per
+                yield [
+                    (index, item_seed(self.seed, self.plan.stage, step, first + k))
+                    for k, index in enumerate(batch[first : first + per])
+                ]

@@ -4,9 +4,10 @@
 anything outside it (paths inside are relative, so it works from any clone):
 
     gate.json                  the split, decoding, scorer and the sha256 of every input
-    run/config.yaml            the run's config, pointed at store/ and manifest/ below
-    run/tokenizer.json, run/checkpoints/last.pt   (model weights and step only)
-    store/                     a FeatureStore (written by vdial) with the split's items
+    run/config.yaml            the run's recipe, its dataset pointed at store/ and manifest/
+    run/tokenizer/, run/checkpoints/   the tokenizer and the weights (no optimiser state)
+    store/                     a FeatureStore (written by vdial) with the split's items of
+                               every feature the run reads
     manifest/                  the split's media and dialogs
     references.json, question_types.json          AVSD references of those dialogs
     expected/predictions.json, expected/metrics.json
@@ -36,24 +37,24 @@ import pyarrow.compute as pc
 import torch
 
 from vdial.cache import FeatureStore
-from vdial.config import load_config, save_config
 from vdial.manifests import Manifest
-from vdial.train.config import TrainConfig
+from vdial.train import checkpoint as ckpt
+from vdial.train.config import TrainConfig, read_run_config, save_recipe
 from vdial.train.generate import Decoding
-from vdial.train.predict import (
-    dataset_kind,
-    load_predictor,
-    predictions_payload,
-    turns_to_answer,
-)
+from vdial.train.models import MODELS
+from vdial.train.predict import output_kind, payload, run_predictions
+from vdial.train.run import RunError, Trained, load_trained
+from vdial.train.tokenizer import WORD_FILE
 
-FORMAT = "vdial-gate/1"
+FORMAT = "vdial-gate/2"
+GATE_STAGE = "gate"  # the gate's weights: checkpoints/gate/step-000000/model.safetensors
+GATE_WEIGHTS = f"{GATE_STAGE}/{ckpt.checkpoint_name(0)}/{ckpt.WEIGHTS}"
 SCORER = "fast"
 # Inputs whose digests are recorded: a changed one is named in a failure.
 INPUTS = {
-    "checkpoint": "run/checkpoints/last.pt",
+    "checkpoint": f"run/checkpoints/{GATE_WEIGHTS}",
     "config": "run/config.yaml",
-    "tokenizer": "run/tokenizer.json",
+    "tokenizer": f"run/tokenizer/{WORD_FILE}",
     "manifest": "manifest/dialogs.parquet",
     "media": "manifest/media.parquet",
     "references": "references.json",
@@ -131,23 +132,32 @@ def _subset_references(path: Path, dialog_ids: set[str]) -> dict[str, Any]:
 
 def _gate_config(directory: Path) -> TrainConfig:
     """The gate run's config with its store and manifest resolved inside `directory`."""
-    config = load_config(TrainConfig, directory / "run" / "config.yaml")
-    return dataclasses.replace(
-        config,
-        features=str(directory / config.features),
-        manifest=str(directory / config.manifest),
-        device="cpu",
-    )
+    config = read_run_config(directory / "run" / "config.yaml")
+    datasets = {
+        name: dataclasses.replace(
+            ds, features=str(directory / ds.features), manifest=str(directory / ds.manifest)
+        )
+        for name, ds in config.datasets.items()
+    }
+    return dataclasses.replace(config, datasets=datasets, device="cpu")
 
 
 def _evaluate(directory: Path, meta: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     """(predictions, metrics or None) of the gate in `directory`, computed afresh."""
     decoding = Decoding(**{k: v for k, v in meta["decoding"].items() if k != "search"})
     with _one_thread():
-        predictor = load_predictor(directory / "run", config=_gate_config(directory))
-        _, predictions = predictions_payload(
-            predictor, meta["split"], decoding, batch_size=meta["batch_size"]
+        trained = load_trained(directory / "run", config=_gate_config(directory))
+        name = next(iter(trained.config.datasets))
+        kind = output_kind(trained, name, "answers")
+        samples, values = run_predictions(
+            trained,
+            name,
+            meta["split"],
+            output=kind,
+            decoding=decoding,
+            batch_size=meta["batch_size"],
         )
+        predictions = payload(trained, name, meta["split"], samples, values, kind)
     if meta["dataset"] != "avsd" or not (directory / "references.json").is_file():
         return predictions, None
     from vdial.evaluate.avsd import evaluate_avsd, load_question_types, load_references
@@ -168,10 +178,38 @@ def _digests(directory: Path) -> dict[str, str]:
     digests = {
         name: _sha256(directory / rel) for name, rel in INPUTS.items() if (directory / rel).exists()
     }
-    config = load_config(TrainConfig, directory / "run" / "config.yaml")
-    store = FeatureStore.open(directory / config.features, mode="r")
-    digests["features"] = store[config.feature].content_digest()
+    config = read_run_config(directory / "run" / "config.yaml")
+    (name,) = config.datasets
+    store = FeatureStore.open(directory / config.datasets[name].features, mode="r")
+    for feature in sorted({f for fs in config.dataset_inputs(name).values() for f in fs}):
+        digests[f"features:{feature}"] = store[feature].content_digest()
     return digests
+
+
+def _selected(trained: Trained, name: str, split: str, dialogs: int | None):
+    """(manifest, kept dialog ids, their dialog rows, their media rows without paths)."""
+    manifest = trained.data.manifests[name]
+    asked = trained.data.part(name, split, "turn", mode="predict").samples.samples
+    keep = sorted({s.dialog_id for s in asked})[:dialogs]
+    if not keep:
+        raise ValueError(f"split {split!r} of {manifest.name!r} has no questions to answer")
+    dialog_rows = manifest.dialogs.filter(
+        pc.and_(
+            pc.equal(manifest.dialogs["split"], split),
+            pc.is_in(manifest.dialogs["dialog_id"], value_set=pa.array(keep)),
+        )
+    )
+    media_ids = sorted(set(dialog_rows["media_id"].to_pylist()))
+    media_rows = manifest.media.filter(
+        pc.is_in(manifest.media["id"], value_set=pa.array(media_ids))
+    )
+    # the gate never reads media files: their (absolute, machine-specific) paths are dropped
+    media_rows = media_rows.set_column(
+        media_rows.schema.get_field_index("path"),
+        media_rows.schema.field("path"),
+        pa.nulls(media_rows.num_rows, pa.string()),
+    )
+    return manifest, keep, dialog_rows, media_rows
 
 
 def record_gate(
@@ -189,7 +227,9 @@ def record_gate(
     score (AVSD, with `references`) and record the results as the gate's expected outputs.
 
     `dialogs` keeps the first N dialogs of the split (by id), to make a small fixture.
-    An existing gate at `out` is replaced; any other non-empty directory is refused.
+    An existing gate at `out` is replaced; any other non-empty directory is refused. Runs of
+    one dataset whose language model is built from the recipe (not a pretrained folder, which
+    the gate cannot hold) are gated.
     """
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "gate"
@@ -199,43 +239,39 @@ def record_gate(
         if not (out / "gate.json").is_file():
             raise FileExistsError(f"{out} is not empty and holds no gate; choose another --out")
         shutil.rmtree(out)
-    predictor = load_predictor(run_dir)
-    config, manifest = predictor.config, predictor.manifest
-    kind = dataset_kind(manifest, split)
+    trained = load_trained(run_dir)
+    config = trained.config
+    if len(config.datasets) != 1:
+        raise RunError(f"{run_dir} trains on {len(config.datasets)} datasets; the gate holds one")
+    lm = MODELS.get(config.family).lm_config(trained.model.config)
+    if lm is not None and lm.pretrained:
+        raise RunError(f"{run_dir} uses the pretrained model {lm.path}; the gate cannot hold it")
+    (name,) = config.datasets
+    kind = trained.data.kind(name)
     if kind != "avsd" and references is not None:
         raise ValueError("the gate scores AVSD only; a VisDial gate compares the answers alone")
-    keep = sorted({t.dialog_id for t in turns_to_answer(manifest, split, config)})[:dialogs]
-    if not keep:
-        raise ValueError(f"split {split!r} of {manifest.name!r} has no questions to answer")
-    dialog_rows = manifest.dialogs.filter(
-        pc.and_(
-            pc.equal(manifest.dialogs["split"], split),
-            pc.is_in(manifest.dialogs["dialog_id"], value_set=pa.array(keep)),
-        )
-    )
-    media_ids = sorted(set(dialog_rows["media_id"].to_pylist()))
-    # the gate never reads media files: their (absolute, machine-specific) paths are dropped
-    media_rows = manifest.media.filter(
-        pc.is_in(manifest.media["id"], value_set=pa.array(media_ids))
-    )
+    manifest, keep, dialog_rows, media_rows = _selected(trained, name, split, dialogs)
+    media_ids = media_rows["id"].to_pylist()
 
     out.mkdir(parents=True, exist_ok=True)
-    _copy_feature(predictor.feature, FeatureStore.open(out / "store", mode="w"), media_ids)
-    media_rows = media_rows.set_column(
-        media_rows.schema.get_field_index("path"),
-        media_rows.schema.field("path"),
-        pa.nulls(media_rows.num_rows, pa.string()),
-    )
+    source = FeatureStore.open(config.datasets[name].features, mode="r")
+    store = FeatureStore.open(out / "store", mode="w")
+    for feature in sorted({f for fs in config.dataset_inputs(name).values() for f in fs}):
+        _copy_feature(source[feature], store, media_ids)
     Manifest(name=manifest.name, media=media_rows, dialogs=dialog_rows).write(out / "manifest")
-    (out / "run" / "checkpoints").mkdir(parents=True)
-    save_config(
-        dataclasses.replace(config, features="store", manifest="manifest", device="cpu"),
+    gated = dataclasses.replace(
+        config.datasets[name], features="store", manifest="manifest", val_split=None
+    )
+    save_recipe(
+        dataclasses.replace(config, datasets={name: gated}, device="cpu"),
         out / "run" / "config.yaml",
     )
-    shutil.copyfile(run_dir / "tokenizer.json", out / "run" / "tokenizer.json")
+    shutil.copytree(run_dir / "tokenizer", out / "run" / "tokenizer")
     # weights only: the optimiser state would triple the size and is never read here
-    state = {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}
-    torch.save({"model": state, "step": predictor.step}, out / "run" / "checkpoints" / "last.pt")
+    weights = out / "run" / "checkpoints" / GATE_WEIGHTS
+    weights.parent.mkdir(parents=True)
+    ckpt.save_weights(trained.model, weights)
+    ckpt.write_latest(out / "run" / "checkpoints", GATE_STAGE, 0, weights.parent)
     if references is not None:
         subset = _subset_references(Path(references), set(keep))
         (out / "references.json").write_text(json.dumps(subset, indent=1) + "\n")
@@ -245,15 +281,21 @@ def record_gate(
             json.dumps({k: types[k] for k in keep if k in types}, indent=1) + "\n"
         )
 
+    max_answer = getattr(trained.model.config, "max_answer_tokens", 20)
     meta: dict[str, Any] = {
         "format": FORMAT,
         "dataset": kind,
         "split": split,
         "dialogs": len(keep),
-        "decoding": (decoding or Decoding()).resolved(config.max_answer_tokens).to_dict(),
+        "decoding": (decoding or Decoding()).resolved(max_answer).to_dict(),
         "batch_size": batch_size,
         "scorer": SCORER if references is not None else None,
-        "source": {"run": str(run_dir), "features": config.features, "feature": config.feature},
+        "source": {
+            "run": str(run_dir),
+            "checkpoint": {"stage": trained.stage, "step": trained.step},
+            "features": config.datasets[name].features,
+            "inputs": {r: list(f) for r, f in config.dataset_inputs(name).items()},
+        },
     }
     predictions, metrics = _evaluate(out, meta)
     (out / "expected").mkdir()

@@ -1,331 +1,234 @@
-"""`fit`: train a registered model on cached features, resumably, into a run directory.
+"""`fit`: train a recipe's stages in order, resumably, into a run directory.
 
-A run directory holds the resolved config (config.yaml), the store fingerprint it trained on
-(store.json), the tokenizer, checkpoints (model, optimiser, scheduler, step and RNG states,
-written atomically), and TensorBoard logs under tb/ (train/loss, val/loss, lr). Batches are a
-pure function of (seed, step), so a killed run resumed from its last checkpoint continues
-exactly where it was.
+A run directory holds the resolved recipe (config.yaml), the stores and dialogs it trained on
+(store.json), the tokenizer (tokenizer/), each stage's record (stages.json: steps, trained
+parameters per optimiser group), checkpoints (vdial.train.checkpoint) and TensorBoard logs
+(tb/: train/loss, train/<each loss>, val/..., train/lr, time/data_wait_share, time/steps_per_s,
+time/samples_per_s; steps count across stages).
+
+A stage starts from the previous stage's weights (the same model object, or its final
+checkpoint in a new process), with a fresh optimiser over the parameters it trains. Batches
+are a pure function of (seed, stage, step), and every loss is a mean over the global batch
+(`LossTerm` sums and counts summed over ranks), so a killed run resumed from its last
+checkpoint continues exactly, and the result does not depend on the number of processes.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import math
-import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
-
-from vdial.cache import FeatureReader, FeatureStore
-from vdial.config import ConfigError, load_config, save_config, to_dict
-from vdial.manifests import Manifest
-from vdial.train.config import TrainConfig
-from vdial.train.data import DialogDataset, collate, dialog_turns
+from vdial.config import ConfigError, to_dict
+from vdial.train import checkpoint as ckpt
+from vdial.train.config import StageConfig, TrainConfig, model_config, read_run_config, save_recipe
+from vdial.train.distributed import Dist
+from vdial.train.engine import Engine
 from vdial.train.models import MODELS
-from vdial.train.tokenizer import Tokenizer
+from vdial.train.run import RunData, RunError, build_model, make_tokenizer
 
 
 @dataclass
 class FitResult:
     run_dir: Path
-    steps: int  # steps done in total
-    resumed_from: int  # step the run resumed at (0 for a fresh run)
-    train_loss: float  # mean loss of the last logging window
+    steps: int  # steps of the last stage run
+    resumed_from: int  # step that stage resumed at (0 for a fresh start)
+    train_loss: float  # mean weighted loss of the last logging window
     val_loss: float | None  # last validation loss
-
-
-def manifest_dir(config: TrainConfig) -> Path:
-    return (
-        Path(config.manifest) if config.manifest else Path("manifests") / Path(config.features).name
-    )
-
-
-def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """The sample indices of `step`: epochs are seeded permutations, cut into batches."""
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    return order[k * batch_size : (k + 1) * batch_size].tolist()
-
-
-def build_model(config: TrainConfig, feature, tokenizer: Tokenizer) -> torch.nn.Module:
-    tokens_per_frame, dim = (
-        feature.item_shape[-2:] if len(feature.item_shape) > 1 else (1, feature.item_shape[0])
-    )
-    torch.manual_seed(config.seed)
-    return MODELS.get(config.model)(
-        visual_dim=dim,
-        visual_tokens=config.frames * tokens_per_frame,
-        vocab_size=tokenizer.vocab_size,
-        config=config,
-        special={"pad": tokenizer.pad_id, "bos": tokenizer.bos_id, "eos": tokenizer.eos_id},
-    )
-
-
-def _lr_lambda(config: TrainConfig):
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+    stages: list[str]  # stages run (or found complete) by this call
 
 
 def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
     saved = run_dir / "config.yaml"
-    if saved.exists():
-        previous = load_config(TrainConfig, saved)
-        if to_dict(previous) != to_dict(config):
-            raise ConfigError(
-                f"{run_dir} holds a run with a different config; resume it with the same config "
-                f"or choose another --out (diff: "
-                f"{ {k: v for k, v in to_dict(config).items() if to_dict(previous).get(k) != v} })"
-            )
+    if not saved.exists():
+        return
+    previous = to_dict(read_run_config(saved))
+    now = to_dict(config)
+    if previous != now:
+        diff = {k: v for k, v in now.items() if previous.get(k) != v}
+        raise ConfigError(
+            f"{run_dir} holds a run with a different config; resume it with the same recipe or "
+            f"choose another --out (differs in: {', '.join(diff)})"
+        )
 
 
-def _dialogs_fingerprint(turns) -> str:
-    """sha256 over the training and validation turns (ids and text) the run learns from."""
-    digest = hashlib.sha256()
-    for t in turns:
-        digest.update(json.dumps([t.media_id, t.context, t.answer]).encode() + b"\n")
-    return digest.hexdigest()
-
-
-def _check_same_data(run_dir: Path, fingerprint: str, dialogs: str) -> None:
-    """A run resumes only on the features and dialogs it started with."""
+def _check_same_data(run_dir: Path, record: dict[str, Any]) -> None:
     saved = run_dir / "store.json"
     if not saved.exists():
         return
     before = json.loads(saved.read_text())
-    changed = [
-        what
-        for what, key, now in (
-            ("feature store", "fingerprint", fingerprint),
-            ("dialogs", "dialogs_fingerprint", dialogs),
-        )
-        if before.get(key) != now
-    ]
+    changed = []
+    for name, now in record.items():
+        then = before.get(name, {})
+        if {f: v["fingerprint"] for f, v in then.get("features", {}).items()} != {
+            f: v["fingerprint"] for f, v in now["features"].items()
+        }:
+            changed.append(f"{name}: feature store")
+        if then.get("dialogs_fingerprint") != now["dialogs_fingerprint"]:
+            changed.append(f"{name}: dialogs")
     if changed:
         raise ConfigError(
-            f"{run_dir} was trained on different {' and '.join(changed)} than now (re-extracted "
-            "or regenerated since); choose another --out, or delete the run to start over"
+            f"{run_dir} was trained on different data than now ({'; '.join(changed)} changed: "
+            "re-extracted or regenerated since); choose another --out, or delete the run"
         )
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
-        },
-        tmp,
-    )
-    tmp.replace(path)  # atomic: a kill never leaves a half-written checkpoint
+class Trainer:
+    """One run: its data, model and stages, on this process's share of the work."""
 
+    def __init__(self, config: TrainConfig, run_dir: Path, *, progress: bool) -> None:
+        self.config, self.run_dir = config, run_dir
+        self.dist = Dist.from_env(config.device)
+        self.progress = progress and self.dist.main
+        self.family = MODELS.get(config.family)
+        self.model_config = model_config(config)
+        if self.dist.main:
+            _check_run_dir(run_dir, config)
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
+        self.data = RunData(config, self.model_config)
+        self.stages = list(config.stage_list())
+        for stage in self.stages:
+            unknown = sorted(set(stage.losses) - set(self.family.loss_names(self.model_config)))
+            if unknown:
+                raise ConfigError(
+                    f"stage {stage.name!r}: unknown loss(es) {unknown}; the {config.family} "
+                    f"family computes {', '.join(self.family.loss_names(self.model_config))}"
+                )
+        self.train_parts = {s.name: self._parts(s, "train") for s in self.stages}
+        self.val_parts = {s.name: self._parts(s, "val") for s in self.stages}
+        record = self.data.store_record()
+        if self.dist.main:
+            _check_same_data(run_dir, record)
+            save_recipe(config, run_dir / "config.yaml")
+            (run_dir / "store.json").write_text(json.dumps(record, indent=2, default=str))
+        tok_dir = run_dir / "tokenizer"
+        if self.dist.main and not tok_dir.is_dir():
+            make_tokenizer(config, self.data, tok_dir).save(tok_dir)
+        self.dist.barrier()
+        self.tokenizer = make_tokenizer(config, self.data, tok_dir)
+        kinds = sorted({self.data.kind(n) for n in config.datasets})
+        self.model = build_model(config, self.data.shapes(), self.tokenizer, kinds)
+        self.model.to(self.dist.device)
+        if config.grad_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.processor = self.family.processor(self.model_config, self.tokenizer)
+        self.root = run_dir / "checkpoints"
 
-def _evaluate_loss(model, dataset, config: TrainConfig, pad_id: int) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(dataset), config.batch_size):
-            batch = collate(
-                [dataset[i] for i in range(start, min(len(dataset), start + config.batch_size))],
-                pad_id,
-            )
-            loss = model(
-                batch["visual"].to(config.device),
-                batch["input_ids"].to(config.device),
-                batch["attention_mask"].to(config.device),
-                batch["labels"].to(config.device),
-            )
-            n = int((batch["labels"] != -100).sum())
-            total, count = total + float(loss) * n, count + n
-    model.train()
-    return total / max(count, 1)
+    def _parts(self, stage: StageConfig, which: str):
+        names = list(stage.datasets) or list(self.config.datasets)
+        parts = []
+        for name in names:
+            ds = self.config.datasets[name]
+            split = ds.train_split if which == "train" else ds.val_split
+            if split is None:
+                continue
+            if which == "val" and not self._has_split(name, split):
+                continue
+            parts.append(self.data.part(name, split, stage.unit))
+        return parts
 
+    def _has_split(self, dataset: str, split: str) -> bool:
+        dialogs = self.data.manifests[dataset].dialogs
+        return split in set(dialogs["split"].unique().to_pylist())
 
-def fit(config: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> FitResult:
-    """Train (or resume) the run in `run_dir`."""
-    from torch.utils.tensorboard import SummaryWriter
+    def _weights(self, stage: StageConfig) -> list[float]:
+        names = list(stage.datasets) or list(self.config.datasets)
+        return [stage.datasets.get(n, 1.0) for n in names]
 
-    run_dir = Path(run_dir)
-    _check_run_dir(run_dir, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    manifest = Manifest.read(manifest_dir(config))
-    feature = FeatureStore.open(config.features, mode="r")[config.feature]
-    train_turns = dialog_turns(manifest.dialogs, config.train_split, config, scored=False)
-    val_turns = (
-        dialog_turns(manifest.dialogs, config.val_split, config, scored=False)
-        if config.val_split
-        else []
-    )
-    manifest_turns = train_turns + val_turns
-    if not train_turns:
-        raise ValueError(
-            f"no answered turns in split {config.train_split!r} of {manifest_dir(config)}"
+    def offsets(self) -> dict[str, int]:
+        """The global step at which each stage begins (TensorBoard's x axis)."""
+        out, total = {}, 0
+        for stage in self.stages:
+            out[stage.name] = total
+            total += stage.steps
+        return out
+
+    def record_stage(self, stage: StageConfig, info: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
+        path = self.run_dir / "stages.json"
+        stages = json.loads(path.read_text()) if path.exists() else {}
+        stages[stage.name] = {**stages.get(stage.name, {}), **info}
+        path.write_text(json.dumps(stages, indent=2))
+
+    def fit(self, only: str | None = None) -> FitResult:
+        names = [s.name for s in self.stages]
+        if only is not None and only not in names:
+            raise ConfigError(f"--stage {only!r}: the recipe's stages are {', '.join(names)}")
+        if self.dist.main:
+            ckpt.clean_partial(self.root)
+        latest = ckpt.read_latest(self.root)
+        done_upto = -1  # index of the last complete stage
+        resume: dict[str, Any] | None = None
+        if latest is not None:
+            at = names.index(latest["stage"])
+            complete = latest["step"] >= self.stages[at].steps
+            done_upto = at if complete else at - 1
+            resume = None if complete else latest
+        result = FitResult(self.run_dir, 0, 0, float("nan"), None, [])
+        writer = self._writer(latest)
+        try:
+            for index, stage in enumerate(self.stages):
+                if only is not None and stage.name != only:
+                    continue
+                if index <= done_upto:
+                    result.stages.append(stage.name)
+                    result.steps = stage.steps
+                    continue
+                if index > done_upto + 1:
+                    previous = self.stages[index - 1].name
+                    raise RunError(
+                        f"stage {stage.name!r} starts from stage {previous!r}, which has not "
+                        f"finished; run it first (--stage {previous})"
+                    )
+                start_state = (
+                    resume if resume is not None and resume["stage"] == stage.name else None
+                )
+                if start_state is None and index > 0:
+                    self._load_stage_start(self.stages[index - 1])
+                engine = Engine(self, stage, index, writer)
+                outcome = engine.run(start_state)
+                done_upto = index
+                result = FitResult(
+                    self.run_dir,
+                    stage.steps,
+                    outcome["resumed_from"],
+                    outcome["train_loss"],
+                    outcome["val_loss"],
+                    [*result.stages, stage.name],
+                )
+        finally:
+            if writer is not None:
+                writer.close()
+        return result
+
+    def _load_stage_start(self, previous: StageConfig) -> None:
+        """The weights `previous` ended with (its final checkpoint; loading is bit-exact, so a
+        stage starts from the same tensors in this process or in a new one)."""
+        final = ckpt.stage_final(self.root, previous.name, previous.steps)
+        ckpt.load_weights(
+            self.model, final / ckpt.WEIGHTS, partial=not self.config.checkpoint_frozen
         )
-    # Videos whose extraction failed are recorded in the store: their turns are left out (and
-    # listed in store.json); videos that were never extracted are an error.
-    failed = set(feature.failures)
-    train_turns = [t for t in train_turns if t.media_id not in failed]
-    val_turns = [t for t in val_turns if t.media_id not in failed]
-    excluded = sorted(failed & {t.media_id for t in manifest_turns})
-    missing = feature.missing(sorted({t.media_id for t in train_turns + val_turns}))
-    if missing:
-        raise ValueError(
-            f"{len(missing)} videos of the dialogs have no {config.feature!r} features in "
-            f"{config.features} (e.g. {missing[:5]}); extract them or fix the manifest"
-        )
-    fingerprint = feature.fingerprint()
-    dialogs = _dialogs_fingerprint(train_turns + val_turns)
-    _check_same_data(run_dir, fingerprint, dialogs)
-    save_config(config, run_dir / "config.yaml")
-    (run_dir / "store.json").write_text(
-        json.dumps(
-            {
-                "path": str(config.features),
-                "feature": config.feature,
-                "items": len(feature),
-                "fingerprint": fingerprint,
-                "dialogs_fingerprint": dialogs,
-                "spec": feature.spec,
-                "lineage": feature.lineage,
-                "excluded_failed_items": excluded,
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    tok_path = run_dir / "tokenizer.json"
-    if tok_path.exists():
-        tokenizer = Tokenizer.load(tok_path)
-    else:
-        tokenizer = Tokenizer.train(t.context + " " + (t.answer or "") for t in train_turns)
-        tokenizer.save(tok_path)
 
-    reader = FeatureReader(config.features, config.feature)
-    train_set = DialogDataset(train_turns, reader, tokenizer, config)
-    val_set = DialogDataset(val_turns, reader, tokenizer, config) if val_turns else None
-    model = build_model(config, feature, tokenizer).to(config.device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    start = 0
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location=config.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["step"]
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-    else:
-        torch.manual_seed(config.seed)
-        np.random.seed(config.seed)
-        random.seed(config.seed)
+    def _writer(self, latest: dict[str, Any] | None):
+        if not self.dist.main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
 
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_sampler=[
-            batch_indices(len(train_set), config.batch_size, config.seed, s)
-            for s in range(start, config.steps)
-        ],
-        collate_fn=functools.partial(collate, pad_id=tokenizer.pad_id),
-        num_workers=config.num_workers,
-        # its own generator: creating the iterator must not draw from the global RNG, or a
-        # resumed run's dropout stream would be shifted by one draw
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    writer = SummaryWriter(run_dir / "tb", purge_step=start)
-    window: list[float] = []
-    train_loss, val_loss = float("nan"), None
-    model.train()
-    bar = _Progress(progress, start, config.steps)
+        purge = None
+        if latest is not None:
+            purge = self.offsets()[latest["stage"]] + latest["step"]
+        return SummaryWriter(self.run_dir / "tb", purge_step=purge)
+
+
+def fit(
+    config: TrainConfig, run_dir: str | Path, *, stage: str | None = None, progress: bool = True
+) -> FitResult:
+    """Train (or resume) the run in `run_dir`; `stage` runs that stage only."""
+    trainer = Trainer(config, Path(run_dir), progress=progress)
     try:
-        for step, batch in enumerate(loader, start=start + 1):
-            loss = model(
-                batch["visual"].to(config.device),
-                batch["input_ids"].to(config.device),
-                batch["attention_mask"].to(config.device),
-                batch["labels"].to(config.device),
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            window.append(loss.item())
-            if step % config.log_every == 0 or step == config.steps:
-                train_loss = float(np.mean(window))
-                window.clear()
-                writer.add_scalar("train/loss", train_loss, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            if val_set is not None and (step % config.eval_every == 0 or step == config.steps):
-                val_loss = _evaluate_loss(model, val_set, config, tokenizer.pad_id)
-                writer.add_scalar("val/loss", val_loss, step)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                writer.flush()
-                _save_checkpoint(last, model, optimizer, scheduler, step)
-            bar.update(step, train_loss, val_loss)
+        return trainer.fit(stage)
     finally:
-        bar.close()
-        writer.close()
-    return FitResult(run_dir, config.steps, start, train_loss, val_loss)
-
-
-class _Progress:
-    """A rich bar with loss, steps/s and ETA (silent when disabled)."""
-
-    def __init__(self, enabled: bool, start: int, total: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-        self.t0, self.start = time.perf_counter(), start
-
-    def update(self, step: int, loss: float, val: float | None) -> None:
-        if self.bar is not None:
-            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-            info = (
-                f"loss {loss:.3f}"
-                + (f" val {val:.3f}" if val is not None else "")
-                + f" {rate:.1f} steps/s"
-            )
-            self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        trainer.dist.close()

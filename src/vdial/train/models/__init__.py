@@ -1,21 +1,21 @@
 """The model registry: one file per family, one registration line each.
 
-A model is built as `MODELS.get(name)(visual_dim=, visual_tokens=, vocab_size=, config=,
-special=)` and exposes `forward(visual, input_ids, attention_mask, labels) -> loss` and
-`generate(visual, input_ids, context_lengths, max_new_tokens) -> list[list[int]]`.
+A family is a `vdial.train.models.base.DialogModel` subclass (its config dataclass, inputs,
+processor, named losses, and generation or option scores); the trainer, the predictor, the
+recipes and the contract tests find it here by name.
 """
 
 from __future__ import annotations
 
 from vdial.registry import Registry
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model family")
 
 
 def _register_builtin() -> None:
-    from vdial.train.models import visual_gpt2
+    from vdial.train.models import prefix_lm
 
-    MODELS.register("visual-gpt2")(visual_gpt2.VisualGPT2)
+    MODELS.register("prefix-lm")(prefix_lm.PrefixLM)
 
 
 _register_builtin()
