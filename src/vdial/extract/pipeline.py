@@ -4,9 +4,9 @@ Three stages overlap. `decode_workers` worker processes decode videos ahead of t
 video once for every encoder that still needs it (the union of the frames they sample), and
 each encoder gets exactly the frames it would get alone: where that read cannot vouch for it (a
 damaged stream; decord and torchcodec, which report no decode errors), each encoder's set of
-frames is decoded on its own (`decode_sets`). The
-thread that waits on a worker also resizes and normalises that video's frames for each encoder
-(torch releases the GIL), so preprocessing runs beside the model too. At most
+frames is decoded on its own (`decode_sets`). The thread that waits on a worker also resizes
+and normalises that video's frames for each encoder (torch releases the GIL), so preprocessing
+runs beside the model too. At most
 `2 * decode_workers` videos are in flight. The calling thread batches units (frames or clips)
 from several videos per encoder up to `batch_frames` frames and runs the forward passes under
 `torch.inference_mode` (and autocast for fp16/bf16). A writer thread takes the finished items
