@@ -28,6 +28,7 @@ COMMANDS = [
     ["encoders"],
     ["cache"],
     ["cache", "info"],
+    ["cache", "failures"],
     ["cache", "pool"],
     ["eval"],
     ["eval", "avsd"],

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_video
+from tests.conftest import write_damaged_video, write_video
 from vdial.cache import FeatureStore
+from vdial.extract.decode.backend_pyav import PyAVReader
 from vdial.extract.pipeline import Item, Pipeline, PipelineConfig
 from vdial.extract.runner import (
     ExtractConfig,
@@ -147,3 +148,32 @@ def test_ids_file_limit_and_devices_select_the_work(clips):
     assert resolve_devices(("cuda:0", "cuda:1")) == ("cuda:0", "cuda:1")
     with pytest.raises(ValueError, match="'auto' cannot be combined"):
         resolve_devices(("auto", "cpu"))
+
+
+def test_an_encoders_rows_do_not_depend_on_the_other_encoders_requested(tmp_path):
+    """dinov2 alone and beside resnext3d and vivit: the same rows, damaged stream or not."""
+    torch.set_num_threads(1)
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_damaged_video(folder / "clean.mp4", damaged=None)
+    write_damaged_video(folder / "damaged.mp4")
+    manifest = read_folder(folder, name="m")
+    runs = {"alone": ("dinov2:tiny",), "with": ("dinov2:tiny", "resnext3d:tiny", "vivit:tiny")}
+    features = {}
+    for run, refs in runs.items():
+        config = ExtractConfig(encoders=refs, random_init=True, decode_workers=1)
+        summary = run_extraction(manifest, tmp_path / run, config, progress=False)
+        assert not summary.failed and summary.done["dinov2"] == 2
+        features[run] = FeatureStore.open(tmp_path / run)["dinov2"]
+    for item_id in ("clean", "damaged"):
+        alone, beside = features["alone"].item(item_id), features["with"].item(item_id)
+        assert alone["frame_indices"].tolist() == beside["frame_indices"].tolist()
+        np.testing.assert_array_equal(alone["data"], beside["data"])  # bit-identical rows
+    # The damaged video does exercise the case: decoding the union the three encoders sample
+    # lands on other pictures for some of dinov2's frames than decoding dinov2's alone.
+    encoders = build_encoders(ExtractConfig(encoders=runs["with"], random_init=True), "cpu")
+    mine = encoders["dinov2"].frame_indices(96, 8.0)
+    union = np.unique(np.concatenate([e.frame_indices(96, 8.0) for e in encoders.values()]))
+    reader = PyAVReader(folder / "damaged.mp4")
+    together = reader.read(union)[0][np.searchsorted(union, mine)]
+    assert not np.array_equal(reader.read(mine)[0], together)

@@ -167,6 +167,68 @@ def _verify_with_progress(opened, names, expected, progress):
 
 
 @app.command()
+def failures(
+    dataset: DatasetOption = None,
+    store: StoreOption = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option("--feature", help="Only this feature (repeatable; default: all of them)."),
+    ] = None,
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="Only failures at this stage (decode, timeout, oom, ...)."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the failures as a JSON list instead.")
+    ] = False,
+    ids_only: Annotated[
+        bool,
+        typer.Option(
+            "--ids-only",
+            help="Print only the failed ids, one per line, each once: a file for `vdial "
+            "extract --ids-file` (add --retry-failed there, or they are skipped again).",
+        ),
+    ] = False,
+) -> None:
+    """List every failed item: feature, id, stage, reason and when it was recorded (UTC)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from vdial.cache.store import FeatureStore
+
+    if json_out and ids_only:
+        raise typer.BadParameter("give at most one of --json and --ids-only")
+    path = store_path(dataset, store)
+    try:
+        rows = FeatureStore.open(path, "r").failures(feature, stage)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise fail(err) from err
+    if ids_only:
+        ids = sorted({row["id"] for row in rows})
+        for item_id in ids:
+            # An ids file strips each line and cuts it at '#': such an id would come back changed.
+            if "#" in item_id or item_id.strip() != item_id or item_id.splitlines() != [item_id]:
+                raise fail(ValueError(f"id {item_id!r} cannot be written to an ids file"))
+        typer.echo("".join(f"{item_id}\n" for item_id in ids), nl=False)
+    elif json_out:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=Text(f"failed items in {path}"))
+        for column in ("feature", "id", "stage", "reason", "recorded (UTC)"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            when = row["recorded_at"].replace("T", " ").removesuffix("+00:00")
+            # Text, not markup: FFmpeg's messages carry brackets ("[h264 @ 0x..]").
+            cells = (row["feature"], row["id"], row["stage"], row["message"], when)
+            table.add_row(*(Text(cell) for cell in cells))
+        Console().print(table)
+        typer.echo(f"{len(rows)} failed item(s)" + (f" at stage {stage}" if stage else ""))
+
+
+@app.command()
 def gc(
     dataset: DatasetOption = None,
     store: StoreOption = None,

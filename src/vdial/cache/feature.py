@@ -130,6 +130,11 @@ class Feature:
         return {k: dict(v) for k, v in self._index.failures.items()}
 
     @property
+    def failure_segments(self) -> dict[str, SegmentIndex]:
+        """For each of `failures`, the segment that recorded it (its commit time and writer)."""
+        return dict(self._index.failed_in)
+
+    @property
     def superseded(self) -> int:
         """Item copies hidden because a later segment wrote the same id again."""
         return self._index.superseded

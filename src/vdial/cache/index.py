@@ -116,6 +116,7 @@ class MergedIndex:
 
     entries: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # id -> seg, off, len
     failures: dict[str, dict[str, str]] = field(default_factory=dict)  # failed, never written
+    failed_in: dict[str, SegmentIndex] = field(default_factory=dict)  # the one that recorded it
     superseded: int = 0  # item copies hidden by a later segment holding the same id
     segments: list[SegmentIndex] = field(default_factory=list)  # in commit order
 
@@ -138,7 +139,9 @@ class MergedIndex:
                 self.superseded += 1
             self.entries[item_id] = (segment.name, offset, length)
             self.failures.pop(item_id, None)
+            self.failed_in.pop(item_id, None)
         for item_id, failure in segment.failures.items():
             # A success, earlier or later, makes an id complete; a failure never hides data.
             if item_id not in self.entries:
                 self.failures[item_id] = dict(failure)
+                self.failed_in[item_id] = segment

@@ -9,6 +9,7 @@ store reads only the root attributes; listing features walks group metadata, nev
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -248,6 +249,37 @@ class FeatureStore:
                     "parent": lineage.get("parent") if lineage else None,
                 }
             )
+        return rows
+
+    def failures(
+        self, features: list[str] | None = None, stage: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every failed item of `features` (default: all), optionally of one stage only.
+
+        One dict per (feature, id), sorted by feature then id: stage, message, and when and
+        where it was recorded (the commit time, UTC, and writer host of the segment holding the
+        failure; a later failure of the same id replaces it). Reads metadata only.
+        """
+        rows = []
+        for name in self.features if features is None else features:
+            feature = self[name]
+            recorded = feature.failure_segments
+            for item_id, failure in sorted(feature.failures.items()):
+                if stage is not None and failure["stage"] != stage:
+                    continue
+                segment = recorded[item_id]
+                when = datetime.fromtimestamp(segment.committed_at / 1e9, tz=UTC)
+                rows.append(
+                    {
+                        "feature": name,
+                        "id": item_id,
+                        "stage": failure["stage"],
+                        "message": failure["message"],
+                        "recorded_at": when.isoformat(timespec="seconds"),
+                        "segment": segment.name,
+                        "host": segment.writer.get("host"),
+                    }
+                )
         return rows
 
 

@@ -1,9 +1,12 @@
 """The extraction pipeline of one device: decode workers -> batched encoders -> store writer.
 
 Three stages overlap. `decode_workers` worker processes decode videos ahead of the model, each
-video once for every encoder that still needs it (the union of the frames they sample); the
-thread that waits on a worker also resizes and normalises that video's frames for each encoder
-(torch releases the GIL), so preprocessing runs beside the model too. At most
+video once for every encoder that still needs it (the union of the frames they sample), and
+each encoder gets exactly the frames it would get alone: where that read cannot vouch for it (a
+damaged stream; decord and torchcodec, which report no decode errors), each encoder's set of
+frames is decoded on its own (`decode_sets`). The thread that waits on a worker also resizes
+and normalises that video's frames for each encoder (torch releases the GIL), so preprocessing
+runs beside the model too. At most
 `2 * decode_workers` videos are in flight. The calling thread batches units (frames or clips)
 from several videos per encoder up to `batch_frames` frames and runs the forward passes under
 `torch.inference_mode` (and autocast for fp16/bf16). A writer thread takes the finished items
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from vdial.extract.decode import Backend, DecodeError
+from vdial.extract.decode.core import resolve
 from vdial.extract.decode.worker import DecodePool
 from vdial.extract.encoders import Encoder
 
@@ -290,12 +294,10 @@ class Pipeline:
     def _prepare(self, item: Item, result: Result):
         """Decode one item (in a worker process) and preprocess it for each wanted encoder."""
         wanted = {name: self.encoders[name] for name in item.features}
-        plans: dict[str, np.ndarray] = {}
 
-        def union(total: int, fps: float = 0.0) -> np.ndarray:
-            for name, enc in wanted.items():
-                plans[name] = enc.frame_indices(total, fps)
-            return np.unique(np.concatenate(list(plans.values())))
+        def plans(total: int, fps: float = 0.0) -> list[np.ndarray]:
+            path = Path(item.path)
+            return [resolve(enc.frame_indices, total, fps, path) for enc in wanted.values()]
 
         t0 = time.perf_counter()
         try:
@@ -303,20 +305,19 @@ class Pipeline:
                 raise DecodeError(item.id, "media file not found (manifest path is empty)")
             if not Path(item.path).exists():
                 raise DecodeError(item.path, "file not found")
-            decoded = self.pool.decode(
-                Path(item.path), union, self.config.backend, self.config.decode_timeout_s
+            # Each encoder gets exactly the frames it would get decoded on its own (decode_sets).
+            decoded = self.pool.decode_sets(
+                Path(item.path), plans, self.config.backend, self.config.decode_timeout_s
             )
         except DecodeError as err:
             return err
         t1 = time.perf_counter()
-        position = {int(idx): k for k, idx in enumerate(decoded.indices)}
         per_encoder = {}
-        for name, enc in wanted.items():
-            rows = [position[int(i)] for i in plans[name]]
-            units = enc.preprocess(decoded.frames[rows])
-            per_encoder[name] = (units, decoded.timestamps[rows], decoded.indices[rows])
+        for (name, enc), frames in zip(wanted.items(), decoded, strict=True):
+            units = enc.preprocess(frames.frames)
+            per_encoder[name] = (units, frames.timestamps, frames.indices)
         t2 = time.perf_counter()
         with self._lock:
             result.seconds["decode"] += t1 - t0
             result.seconds["preprocess"] += t2 - t1
-        return len(decoded.indices), per_encoder
+        return len(np.unique(np.concatenate([f.indices for f in decoded]))), per_encoder

@@ -20,6 +20,11 @@ _PREFIX = re.compile(r"\[[\d:]+\] \S+:\d+: ")
 class DecordReader:
     """One video file read with decord."""
 
+    # It reports no decode errors, so no read is known to serve a subset of its frames: each set
+    # of frames is read on its own (see `decode_sets`).
+    can_share = False
+    shareable = False
+
     def __init__(self, path: Path) -> None:
         import decord
 

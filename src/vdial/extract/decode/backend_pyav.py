@@ -11,6 +11,16 @@ decoded frame is identified by its pts, never by counting after a seek. Only the
 are converted to RGB and kept. If decoded pts ever disagree with the packet index (no pts,
 duplicates, a frame that never appears) the reader falls back to one sequential pass that
 counts frames, the approach that needs no index.
+
+Damaged streams. FFmpeg conceals what it cannot decode and flags those frames as corrupt; with
+frame threads that concealment races (the same damaged file read twice can give different
+pictures), so a read that meets a corrupt frame is done again with slice threads only, which is
+deterministic. Every frame the decoder produced is checked, also those still in flight when a
+read stops or seeks (drained, not thrown away: a B-frame's forward reference comes out after
+it). A read records whether it was `shareable`: it met no corrupt frame and went by the packet
+index. Only then do its frames not depend on where it started decoding (H.264 and HEVC output is
+bit-exact for an undamaged stream decoded from a keyframe), so a read of the union of several
+frame sets can serve each of them (`vdial.extract.decode.core.decode_sets`).
 """
 
 from __future__ import annotations
@@ -34,8 +44,15 @@ class _LostTrack(Exception):
 class PyAVReader:
     """One video file read with PyAV (FFmpeg)."""
 
+    can_share = True  # reads say whether they are `shareable`
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.shareable = False  # the last read met no corrupt frame and went by the packet index
+        # False once a read of this file met a corrupt frame: later reads then use slice threads
+        # at once (the same frames as frame threads where nothing is corrupt, so as if alone).
+        self._frame_threads = True
+        self._corrupt = False  # the current pass met a frame FFmpeg flagged as corrupt
         pts, keys = self._scan()
         self.num_frames = len(pts)
         self.frames_decoded = 0  # by the reads so far: what seeking saves shows up here
@@ -63,7 +80,7 @@ class PyAVReader:
             container.close()
             raise DecodeError(self.path, "no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "AUTO" if self._frame_threads else "SLICE"
         return container, stream
 
     def _scan(self) -> tuple[list, list]:
@@ -89,12 +106,24 @@ class PyAVReader:
         return pts, keys
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        frames, times, by_index = self._read_once(indices)
+        clean = not self._corrupt
+        if not clean and self._frame_threads:
+            # Frame-threaded concealment is not deterministic; slice threads are.
+            self._frame_threads = False
+            frames, times, _ = self._read_once(indices)
+        self.shareable = clean and by_index
+        return frames, times
+
+    def _read_once(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(frames, times, whether they were found by the packet index); sets `_corrupt`."""
+        self._corrupt = False
         if self._position is not None:
             try:
-                return self._read_by_pts(indices)
+                return *self._read_by_pts(indices), True
             except _LostTrack:
                 pass  # the index cannot be trusted for this file: count frames instead
-        return self._read_in_order(indices)
+        return *self._read_in_order(indices), False
 
     def close(self) -> None:
         """Nothing stays open between calls: each read opens and closes its container."""
@@ -113,6 +142,7 @@ class PyAVReader:
                     k = bisect.bisect_right(self._key_index, target) - 1
                     if k >= 0 and self._key_index[k] > position + 1:
                         # Seeking skips decoding the frames between here and that keyframe.
+                        self._drain(stream)
                         frames = self._seek(container, stream, k, target, wanted_pts)
                         position = -1
                     for frame in frames:
@@ -128,10 +158,25 @@ class PyAVReader:
                             raise _LostTrack
                     else:
                         raise _LostTrack  # stream ended early; the sequential pass says why
+                self._drain(stream)
             except av.FFmpegError as err:
                 reason = f"decoding failed near frame {position}: {err}"
                 raise DecodeError(self.path, reason) from err
         return sink.result()
+
+    def _drain(self, stream) -> None:
+        """Take the frames still in the decoder and note whether any is corrupt.
+
+        Frame threads finish them anyway before a seek's flush or the close returns, so this
+        costs no decoding; a forward reference of a wanted B-frame is among them.
+        """
+        import av
+
+        try:
+            frames = stream.codec_context.decode(None)
+        except av.EOFError:  # the stream's end already drained it
+            return
+        self._corrupt |= any(frame.is_corrupt for frame in frames)
 
     def _decoded(self, container, stream, wanted_pts: set[int]):
         """Frames decoded from the container's position, minus unwanted non-reference frames.
@@ -145,7 +190,10 @@ class PyAVReader:
         for packet in container.demux(stream):
             if skippable:
                 context.skip_frame = "DEFAULT" if packet.pts in wanted_pts else "NONREF"
-            yield from context.decode(packet)
+            frames = context.decode(packet)
+            # Checked as they leave the decoder, so frames a caller never takes count too.
+            self._corrupt |= any(frame.is_corrupt for frame in frames)
+            yield from frames
 
     def _seek(self, container, stream, k: int, target: int, wanted_pts: set[int]):
         """Decoded frames from keyframe `k`, or an earlier one if the demuxer lands past target.
@@ -184,11 +232,13 @@ class PyAVReader:
             try:
                 for frame in container.decode(stream):
                     self.frames_decoded += 1
+                    self._corrupt |= frame.is_corrupt
                     if count == wanted[sink.filled]:
                         sink.add(frame, count)
                         if sink.filled == len(wanted):
                             break
                     count += 1
+                self._drain(stream)
             except av.FFmpegError as err:
                 reason = f"decoding failed after {count} frames: {err}"
                 raise DecodeError(self.path, reason) from err

@@ -23,6 +23,11 @@ _PREFIX = re.compile(r"^\w+, \S+:\d+, ")
 class TorchcodecReader:
     """One video file read with torchcodec."""
 
+    # It reports no decode errors, so no read is known to serve a subset of its frames: each set
+    # of frames is read on its own (see `decode_sets`).
+    can_share = False
+    shareable = False
+
     def __init__(self, path: Path) -> None:
         from torchcodec.decoders import VideoDecoder
 

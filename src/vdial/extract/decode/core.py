@@ -4,6 +4,14 @@ A backend is a reader class in its own module (`backend_<name>.py`): opening it 
 frame count and rate, `read(indices)` returns the frames at sorted distinct indices. `decode`
 turns a plan into those indices, expands repeats and handles images, so the backends stay
 small and a backend's failure modes are all reported as `DecodeError`.
+
+`decode_sets` decodes several plans of one file (one per encoder) and guarantees that each
+plan's frames are bit-identical to what `decode` of that plan alone returns, whatever the other
+plans are. Which frames a read decodes, where it seeks and which frames it skips depend on all
+the indices it is given, and on a damaged stream the pictures depend on that path. So the
+union is read once and serves every plan only when the reader vouches for it (`shareable`:
+PyAV, when no decoded frame was corrupt); otherwise each distinct set of indices is read on its
+own, exactly as it would be alone, and a set equal to the union reuses that read.
 """
 
 from __future__ import annotations
@@ -65,6 +73,9 @@ class Reader(Protocol):
 
     num_frames: int
     fps: float
+    can_share: bool  # whether a read can ever be `shareable` (False: no read is)
+    # After a read: its frames are exactly those a read of any subset of its indices returns.
+    shareable: bool
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sorted distinct indices -> (uint8 [T, H, W, 3] RGB rotated, float64 [T] seconds)."""
@@ -74,6 +85,8 @@ class Reader(Protocol):
 
 # Called with the frame count and rate of the opened file; returns the indices to decode.
 Chooser = Callable[[int, float], np.ndarray]
+# The same for several consumers of one decode: one index array each.
+SetsChooser = Callable[[int, float], list[np.ndarray]]
 
 
 @functools.cache
@@ -144,33 +157,65 @@ def open_reader(path: Path, backend: Backend) -> Reader:
 
 def decode(path: Path, backend: Backend, choose: Chooser) -> Frames:
     """Open `path`, ask `choose` for indices given its frame count and rate, decode them."""
+    return decode_sets(path, backend, lambda num_frames, fps: [choose(num_frames, fps)])[0]
+
+
+def decode_sets(path: Path, backend: Backend, choose: SetsChooser) -> list[Frames]:
+    """Like `decode`, for several index plans of one file at once (one `Frames` per plan).
+
+    Each plan gets exactly the frames `decode` of it alone would return: the union of the plans
+    is read once and shared only when the reader says that read is `shareable`, else each
+    distinct set of indices is read on its own. Plans with the same set share one array.
+    """
     if is_image(path):
         rgb = _load_image(path)
-        wanted = choose(1, 0.0)
-        return Frames(
-            frames=np.repeat(rgb[None], len(wanted), axis=0),
-            indices=wanted,
-            timestamps=np.zeros(len(wanted), dtype=np.float64),
-            num_frames=1,
-            fps=0.0,
-        )
+        return [
+            Frames(
+                frames=np.repeat(rgb[None], len(wanted), axis=0),
+                indices=wanted,
+                timestamps=np.zeros(len(wanted), dtype=np.float64),
+                num_frames=1,
+                fps=0.0,
+            )
+            for wanted in choose(1, 0.0)
+        ]
     reader = open_reader(path, backend)
     try:
-        wanted = choose(reader.num_frames, reader.fps)
-        distinct, inverse = np.unique(wanted, return_inverse=True)
-        frames, timestamps = reader.read(distinct)
+        plans = choose(reader.num_frames, reader.fps)
+        sets = {s.tobytes(): s for s in (np.unique(wanted) for wanted in plans)}
+        read: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+        if len(sets) == 1 or reader.can_share:
+            union = np.unique(np.concatenate(list(sets.values())))
+            frames, times = reader.read(union)
+            read[union.tobytes()] = (frames, times)
+            if reader.shareable:
+                for key, distinct in sets.items():
+                    if key not in read:
+                        rows = np.searchsorted(union, distinct)
+                        read[key] = (frames[rows], times[rows])
+        for key, distinct in sets.items():
+            if key not in read:  # read alone: the union's decode path may give other pictures
+                read[key] = reader.read(distinct)
     finally:
         reader.close()
-    if len(distinct) != len(wanted) or not np.array_equal(distinct, wanted):
-        # Repeats and custom orders are expanded here, after decoding each frame once.
-        frames, timestamps = frames[inverse], timestamps[inverse]
-    return Frames(
-        frames=frames,
-        indices=wanted,
-        timestamps=np.asarray(timestamps, dtype=np.float64),
-        num_frames=int(reader.num_frames),
-        fps=float(reader.fps),
-    )
+    out = []
+    for wanted in plans:
+        distinct = np.unique(wanted)
+        frames, timestamps = read[distinct.tobytes()]
+        if len(distinct) != len(wanted) or not np.array_equal(distinct, wanted):
+            # Repeats and custom orders are expanded here, after decoding each frame once.
+            inverse = np.searchsorted(distinct, wanted)
+            frames, timestamps = frames[inverse], timestamps[inverse]
+        out.append(
+            Frames(
+                frames=frames,
+                indices=wanted,
+                timestamps=np.asarray(timestamps, dtype=np.float64),
+                num_frames=int(reader.num_frames),
+                fps=float(reader.fps),
+            )
+        )
+    return out
 
 
 def _load_image(path: Path) -> np.ndarray:

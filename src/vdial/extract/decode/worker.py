@@ -11,11 +11,11 @@ parent that runs other threads (torch, zarr's event loop, decoder threads) is un
 children forked from the test suite did crash. multiprocessing's spawn would re-import the
 caller's main module. The worker is started once and reused, so the imports (torch, for
 torchcodec) are paid once, not per video; it is replaced after a timeout, a crash or a failed
-plan. The plan runs in the caller (so plans with side effects, like the runner's, act in the
-caller's memory): the worker sends the frame count and rate, the caller sends back the indices.
-A `DecodePool` holds several workers for the extraction pipeline, which decodes several videos
-at once; `read_frames(..., timeout_s=...)` uses a shared pool of one, on which calls from
-several threads take turns.
+plan. The plan runs in the caller (so plans with side effects act in the caller's memory): the
+worker sends the frame count and rate, the caller sends back the indices, one array per plan
+(`decode_sets`: one per encoder). A `DecodePool` holds several workers for the extraction
+pipeline, which decodes several videos at once; `read_frames(..., timeout_s=...)` uses a shared
+pool of one, on which calls from several threads take turns.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from vdial.extract.decode.core import (
     Backend,
     DecodeError,
     Frames,
-    decode,
+    SetsChooser,
+    decode_sets,
     resolve,
     unavailable_reason,
 )
@@ -124,6 +125,21 @@ class DecodePool:
 
     def decode(self, path: Path, indices, backend: Backend, timeout_s: float | None) -> Frames:
         """`decode` in a worker; DecodeError(path, "timed out after N s") past `timeout_s`."""
+        plans = self.decode_sets(
+            path,
+            lambda num_frames, fps: [resolve(indices, num_frames, fps, path)],
+            backend,
+            timeout_s,
+        )
+        return plans[0]
+
+    def decode_sets(
+        self, path: Path, choose: SetsChooser, backend: Backend, timeout_s: float | None
+    ) -> list[Frames]:
+        """`decode_sets` in a worker, under the same time limit as `decode`.
+
+        `choose(num_frames, fps)` runs here and returns checked index arrays (see `resolve`).
+        """
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         with self._slots:
@@ -136,7 +152,7 @@ class DecodePool:
                 while True:
                     kind, payload = worker.receive(deadline, path, timeout_s)
                     if kind == "plan":
-                        worker.conn.send(("indices", resolve(indices, *payload, path)))
+                        worker.conn.send(("indices", choose(*payload)))
                         continue
                     healthy = True  # the worker answered and waits for the next request
                     if kind == "error":
@@ -171,7 +187,7 @@ def decode_with_timeout(path: Path, indices, backend: Backend, timeout_s: float)
 def _serve(conn: Connection) -> None:
     """The worker's loop: load and decode requests until the caller closes the socket."""
 
-    def choose(num_frames: int, fps: float) -> np.ndarray:
+    def choose(num_frames: int, fps: float) -> list[np.ndarray]:
         conn.send(("plan", (num_frames, fps)))
         return conn.recv()[1]
 
@@ -184,11 +200,11 @@ def _serve(conn: Connection) -> None:
             conn.send(("loaded", unavailable_reason(payload)))
             continue
         try:
-            frames = decode(Path(payload[0]), payload[1], choose)
+            decoded = decode_sets(Path(payload[0]), payload[1], choose)
         except Exception as err:  # every failure goes back to the caller, which raises it there
             conn.send(("error", _portable(err)))
         else:
-            conn.send(("frames", frames))
+            conn.send(("frames", decoded))
 
 
 def _portable(err: Exception) -> Exception:
