@@ -202,12 +202,13 @@ def encoders(
         for size in family.sizes:
             # The meta device gives the exact spec without allocating or loading weights.
             with torch.device("meta"):
-                spec = build_encoder(f"{name}:{size}", random_init=True).spec
+                built = build_encoder(f"{name}:{size}", random_init=True)
+            spec = built.spec
             star = "*" if size == family.default_size else ""
             rows = f"regions<={spec.max_regions}" if spec.max_regions else "T"
             if spec.frames_per_row > 1:
                 rows = f"T/{spec.frames_per_row}"
-            shape = f"{rows} x {spec.tokens_per_frame} x {spec.dim}"
+            shape = " x ".join([rows, *map(str, built.item_shape)])
             if spec.max_regions:
                 shape = f"{rows} x {spec.dim}"
             table.add_row(
