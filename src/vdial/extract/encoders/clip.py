@@ -268,12 +268,14 @@ def load_tower(model: torch.nn.Module, file: Path, prefixes: tuple[str, ...], re
 
 def byte_level_tokenizer() -> Any:
     """A CLIP BPE tokenizer without merges: byte k is id k, byte k ending a word 256 + k."""
-    from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPTokenizer
 
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {c: k for k, c in enumerate(alphabet)}
-    vocab.update({f"{c}</w>": 256 + k for k, c in enumerate(alphabet)})
+    # byte-level BPE's printable stand-in for each byte (GPT-2's table, which CLIP uses)
+    printable = {*range(33, 127), *range(161, 173), *range(174, 256)}
+    others = iter(range(256, 512))
+    chars = [chr(b) if b in printable else chr(next(others)) for b in range(256)]
+    vocab = {c: b for b, c in enumerate(chars)}
+    vocab.update({f"{c}</w>": 256 + b for b, c in enumerate(chars)})
     # the end-of-text token has the highest id, which upstream's pooling (argmax) relies on
     vocab.update({"<|startoftext|>": 512, "<|endoftext|>": 513})
     return CLIPTokenizer(vocab=vocab, merges=[])
