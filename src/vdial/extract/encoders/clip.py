@@ -257,7 +257,7 @@ def load_tower(model: torch.nn.Module, file: Path, prefixes: tuple[str, ...], re
         with safe_open(str(file), framework="pt") as fh:  # reads only this tower's tensors
             state = {k: fh.get_tensor(k) for k in fh.keys() if wanted(k)}
     else:
-        full = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        full = torch.load(file, map_location="cpu", weights_only=True)
         state = {k: v for k, v in full.items() if wanted(k)}
     try:
         model.load_state_dict(state, strict=True)
