@@ -11,7 +11,7 @@ import typer
 from vdial import __version__
 from vdial.cache.cli import app as cache_app
 from vdial.evaluate.cli import app as eval_app
-from vdial.extract.cli import encoders, extract
+from vdial.extract.cli import encoders, extract, extract_text
 from vdial.manifests.cli import app as manifest_app
 from vdial.synth.cli import synth
 
@@ -42,6 +42,7 @@ def main(
 app.command("synth")(synth)
 app.add_typer(manifest_app, name="manifest", help="Build dataset manifests (Parquet).")
 app.command("extract")(extract)
+app.command("extract-text")(extract_text)
 app.command("encoders")(encoders)
 app.add_typer(cache_app, name="cache", help="Inspect, verify and derive cached features.")
 app.add_typer(eval_app, name="eval", help="Score predictions with the benchmarks' metrics.")

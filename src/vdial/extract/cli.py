@@ -1,4 +1,5 @@
-"""`vdial extract` and `vdial encoders`: thin wrappers over the runner and the registry."""
+"""`vdial extract`, `vdial extract-text` and `vdial encoders`: thin wrappers over the runner, the
+text tower and the registry."""
 
 from __future__ import annotations
 
@@ -141,6 +142,68 @@ def extract(
     print_summary(summary, store)
 
 
+def extract_text(
+    dataset: str = typer.Option(
+        None, "--dataset", "-d", help="Dataset name: reads manifests/NAME, writes cache/NAME."
+    ),
+    manifest: Path = typer.Option(None, help="Manifest directory (overrides --dataset's)."),
+    store: Path = typer.Option(None, help="Feature store directory (overrides --dataset's)."),
+    encoder: str = typer.Option("clip", "--encoder", "-e", help="Text tower clip[:SIZE]."),
+    weights: Path = typer.Option(
+        None, help="Local openai/clip-vit-* folder (default: $VDIAL_WEIGHTS/clip/<folder>)."
+    ),
+    random_init: bool = typer.Option(
+        False, "--random-init", help="Seeded random weights, byte-level tokenizer (recorded)."
+    ),
+    seed: int = typer.Option(0, help="Seed for --random-init."),
+    column: str = typer.Option("caption", help="Dialog-table text embedded: caption or summary."),
+    key: str = typer.Option("dialog_id", help="Item id: dialog_id, or media_id (one per video)."),
+    feature: str = typer.Option(None, help="Feature name (default: clip-text-COLUMN)."),
+    split: str = typer.Option(None, help="Only dialogs of this split."),
+    batch_size: int = typer.Option(64, help="Texts per forward pass."),
+    device: str = typer.Option("cpu", help="Torch device of the forward passes."),
+    dtype: str = typer.Option("float16", help="Stored dtype: float16 or float32."),
+    retry_failed: bool = typer.Option(False, help="Retry keys that failed in an earlier run."),
+) -> None:
+    """Embed a dataset's captions with CLIP's text tower into its feature store (resumable)."""
+    from vdial.extract.text import TextConfig, run_text_extraction
+    from vdial.manifests import Manifest
+
+    if manifest is None or store is None:
+        if dataset is None:
+            raise typer.BadParameter("give --dataset, or both --manifest and --store")
+        manifest = manifest or Path("manifests") / dataset
+        store = store or Path("cache") / dataset
+    if dtype not in ("float16", "float32"):
+        raise typer.BadParameter(f"--dtype must be float16 or float32, got {dtype!r}")
+    config = TextConfig(
+        encoder=encoder,
+        weights=None if weights is None else str(weights),
+        random_init=random_init,
+        seed=seed,
+        column=column,
+        key=key,
+        feature=feature,
+        split=split,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        retry_failed=retry_failed,
+    )
+    try:
+        summary = run_text_extraction(Manifest.read(manifest), store, config)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from err
+    for item_id, message in sorted(summary.failed.items()):
+        typer.secho(f"failed {item_id}: {message}", fg=typer.colors.RED)
+    typer.echo(
+        f"{summary.feature} in {store}: {summary.done} written, {summary.skipped} already there, "
+        f"{len(summary.failed)} failed now, {summary.failed_before} failed earlier (skipped)"
+    )
+
+
 def _read_ids(path: Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -202,12 +265,13 @@ def encoders(
         for size in family.sizes:
             # The meta device gives the exact spec without allocating or loading weights.
             with torch.device("meta"):
-                spec = build_encoder(f"{name}:{size}", random_init=True).spec
+                built = build_encoder(f"{name}:{size}", random_init=True)
+            spec = built.spec
             star = "*" if size == family.default_size else ""
             rows = f"regions<={spec.max_regions}" if spec.max_regions else "T"
             if spec.frames_per_row > 1:
                 rows = f"T/{spec.frames_per_row}"
-            shape = f"{rows} x {spec.tokens_per_frame} x {spec.dim}"
+            shape = " x ".join([rows, *map(str, built.item_shape)])
             if spec.max_regions:
                 shape = f"{rows} x {spec.dim}"
             table.add_row(

@@ -54,7 +54,10 @@ def test_rows_follow_the_spec(ref):
     spec = enc.spec
     if not spec.max_regions:  # dense encoders: rows along time follow frames_per_row
         assert len(rows) == len(indices) // spec.frames_per_row
-        assert enc.item_shape == (spec.tokens_per_frame, spec.dim)
+        # a multi-layer encoder (clip) stacks its tapped layers on a leading axis of each row
+        layers = enc.provenance().get("layers")
+        lead = (len(layers),) if layers else ()
+        assert enc.item_shape == (*lead, spec.tokens_per_frame, spec.dim)
     assert enc.weights == "random:0"
     attrs = enc.provenance()
     assert attrs["name"] == ref.split(":")[0] and attrs["grid"] == list(spec.grid)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vdial.extract.encoders import (
+    clip,
     dinov2,
     eva_clip,
     faster_rcnn,
@@ -91,6 +92,15 @@ ENCODERS.register("faster-rcnn")(
         sizes=tuple(faster_rcnn.SIZES),
         default_size="r101",
         summary="Bottom-up-attention Faster R-CNN R101 (Visual Genome), 10-100 regions x 2048",
+    )
+)
+
+ENCODERS.register("clip")(
+    EncoderFamily(
+        build=clip.build_clip,
+        sizes=tuple(clip.SIZES),
+        default_size="large",
+        summary="OpenAI CLIP ViT-L/14 (transformers), hidden_states 21-24 in one item (BT-Adapter)",
     )
 )
 
