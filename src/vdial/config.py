@@ -97,7 +97,7 @@ def _from_dict(cls: type[C], data: Any, file: str, key: str) -> C:
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(
-            f"{file}: unknown key {prefix}{unknown[0]!r}"
+            f"{file}: unknown key {prefix + str(unknown[0])!r}"
             + (f" (and {unknown[1:]})" if len(unknown) > 1 else "")
             + f"; valid keys{' of ' + key if key else ''}: {', '.join(names)}"
         )

@@ -152,7 +152,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model.d_model=64")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. model.lm.d_model=64")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:

@@ -259,6 +259,7 @@ def record_gate(
     for feature in sorted({f for fs in config.dataset_inputs(name).values() for f in fs}):
         _copy_feature(source[feature], store, media_ids)
     Manifest(name=manifest.name, media=media_rows, dialogs=dialog_rows).write(out / "manifest")
+    (out / "run").mkdir()
     gated = dataclasses.replace(
         config.datasets[name], features="store", manifest="manifest", val_split=None
     )

@@ -61,11 +61,6 @@ def token_cross_entropy(
     return LossTerm(total, keep.sum().float())
 
 
-def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> LossTerm:
-    """Causal LM loss: the logits at t predict the label at t + 1."""
-    return token_cross_entropy(logits[:, :-1], labels[:, 1:])
-
-
 # -- contrastive ---------------------------------------------------------------------------
 
 
@@ -164,10 +159,12 @@ def matching_negatives(
     if n < 2:
         raise ValueError("matching negatives need at least two items in the batch")
     if similarity is None:
-        weights = torch.ones(n, n)
+        weights = torch.ones(n, n).fill_diagonal_(0.0)
     else:
-        weights = torch.softmax(similarity.detach().float().cpu(), dim=1) + 1e-5
-    weights.fill_diagonal_(0.0)
+        # the positive is masked before the softmax: left in, a dominant positive would make
+        # every negative's weight vanish and the draw uniform
+        logits = similarity.detach().float().cpu().clone().fill_diagonal_(float("-inf"))
+        weights = torch.softmax(logits, dim=1)
     return torch.multinomial(weights, 1, generator=generator).squeeze(1)
 
 

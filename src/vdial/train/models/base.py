@@ -8,6 +8,7 @@ A family is a `DialogModel` subclass with
   `loss_names(config)` / `default_losses(config)` (the named losses it can compute);
 * `processor(config, tokenizer)`: a picklable `Processor` that turns raw `Sample`s and their
   features into tensors in the DataLoader workers (`encode`, `collate`);
+* `tiny()`: its smallest recipe (the contract tests build and train every family from it);
 * `forward(batch, losses) -> {loss name: LossTerm}` for the losses a stage weights;
 * generative families: `search(batch, decoding) -> [Hypothesis]` (driven by
   `vdial.train.generate`); discriminative ones: `score_options(batch) -> [B, N]` scores.
@@ -95,6 +96,13 @@ class DialogModel(nn.Module, ABC):
     @classmethod
     @abstractmethod
     def processor(cls, config: Any, tokenizer: Tokenizer) -> Processor: ...
+
+    @classmethod
+    @abstractmethod
+    def tiny(cls) -> dict[str, Any]:
+        """The smallest recipe of the family, for the contract tests and smoke runs:
+        {"model": the model block, "inputs": role -> features, "features": feature ->
+        {"shape": item shape per row, "kind": tokens|regions|text}, "kinds": dataset kinds}."""
 
     @abstractmethod
     def forward(self, batch: dict[str, Any], losses: Collection[str]) -> dict[str, LossTerm]: ...

@@ -8,8 +8,9 @@ encoder and the answer through its decoder. The response loss covers the answer 
 
 For VisDial the family can also score the 100 options (`discriminative: true`): the context
 vector (the state at <sep> and the mean state of the visual and context positions) against
-each option's mean token embedding, each through a linear map; losses "options" (cross-entropy over the options) and
-"dense" (-sum relevance * log-softmax, on rounds with dense annotations).
+each option's mean token embedding, each through a linear map; losses "options"
+(cross-entropy over the options) and "dense" (-sum relevance * log-softmax, on rounds with
+dense annotations).
 """
 
 from __future__ import annotations
@@ -166,6 +167,19 @@ class PrefixLM(DialogModel):
     @classmethod
     def processor(cls, config: PrefixLMConfig, tokenizer: Tokenizer) -> Processor:
         return PrefixProcessor(config, tokenizer, encoder_decoder=lm_is_encoder_decoder(config.lm))
+
+    @classmethod
+    def tiny(cls) -> dict[str, Any]:
+        return {
+            "model": {
+                "frames": 2,
+                "discriminative": True,
+                "lm": {"d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0},
+            },
+            "inputs": {"visual": ["tokens"]},
+            "features": {"tokens": {"shape": [4, 8], "kind": "tokens"}},
+            "kinds": ["avsd", "visdial"],
+        }
 
     def __init__(self, config: PrefixLMConfig, ctx: BuildContext) -> None:
         super().__init__()
