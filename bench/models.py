@@ -9,8 +9,9 @@ model scores options, else generated answers ranked by the MiniLM ranker; R@1, M
 R@1 per question type). A family learns from the pixels when its row beats its twin's.
 
 Data, manifests and features are made when missing (extraction resumes, so a second run only
-trains). Results: bench/results/models.md (the table), models.json, and a loss plot per
-family, bench/results/models/<family>_loss.png.
+trains). The synthetic data: the demo's (`data/synth`, AVSD) and a VisDial set of 2000
+training images (`data/synth-visdial`). Results: bench/results/models.md (the table),
+models.json, and a loss plot per family, bench/results/models/<family>_loss.png.
 
 Run: .venv/bin/python bench/models.py [--families prefix-lm] [--steps N (smoke runs)]
 """
@@ -28,7 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "bench" / "results"
-SYNTH = ROOT / "data" / "synth"
+SYNTH = ROOT / "data" / "synth"  # the demo's data (AVSD: 800 training videos)
+# VisDial with 2000 training images: the demo's 200 are too few to learn which shape has
+# which colour without overfitting (its own AVSD part is unused, hence 8 videos)
+SYNTH_VISDIAL = ROOT / "data" / "synth-visdial"
 
 MANIFESTS = {
     "synth_avsd": [
@@ -38,11 +42,12 @@ MANIFESTS = {
         "--annotations", f"test={SYNTH}/avsd/test.json",
     ],
     "synth_visdial": [
-        "manifest", "build", "visdial", "--name", "synth_visdial", "--images", f"{SYNTH}/images",
-        "--annotations", f"train={SYNTH}/visdial/visdial_1.0_train.json",
-        "--annotations", f"val={SYNTH}/visdial/visdial_1.0_val.json",
-        "--annotations", f"test={SYNTH}/visdial/visdial_1.0_test.json",
-        "--dense", f"val={SYNTH}/visdial/visdial_1.0_val_dense_annotations.json",
+        "manifest", "build", "visdial", "--name", "synth_visdial",
+        "--images", f"{SYNTH_VISDIAL}/images",
+        "--annotations", f"train={SYNTH_VISDIAL}/visdial/visdial_1.0_train.json",
+        "--annotations", f"val={SYNTH_VISDIAL}/visdial/visdial_1.0_val.json",
+        "--annotations", f"test={SYNTH_VISDIAL}/visdial/visdial_1.0_test.json",
+        "--dense", f"val={SYNTH_VISDIAL}/visdial/visdial_1.0_val_dense_annotations.json",
     ],
 }  # fmt: skip
 
@@ -64,9 +69,9 @@ FEATURES = {
 
 AVSD_REFS = SYNTH / "avsd" / "test_multiref.json"
 AVSD_TYPES = SYNTH / "avsd" / "question_types.json"
-VISDIAL_VAL = SYNTH / "visdial" / "visdial_1.0_val.json"
-VISDIAL_DENSE = SYNTH / "visdial" / "visdial_1.0_val_dense_annotations.json"
-VISDIAL_TYPES = SYNTH / "visdial" / "question_types.json"
+VISDIAL_VAL = SYNTH_VISDIAL / "visdial" / "visdial_1.0_val.json"
+VISDIAL_DENSE = SYNTH_VISDIAL / "visdial" / "visdial_1.0_val_dense_annotations.json"
+VISDIAL_TYPES = SYNTH_VISDIAL / "visdial" / "question_types.json"
 
 
 def vdial(*args: str, tool: str = "vdial", env: dict | None = None, log: Path | None = None):
@@ -88,6 +93,9 @@ def run(*args: str, tool: str = "vdial") -> None:
 def prepare(recipes: dict[str, dict]) -> None:
     if not (SYNTH / "synth.json").is_file():
         run("synth", "--out", str(SYNTH), "--size", "demo", "--seed", "0")
+    if not (SYNTH_VISDIAL / "synth.json").is_file():
+        run("synth", "--out", str(SYNTH_VISDIAL), "--size", "demo", "--seed", "0",
+            "--images", "2000", "--videos", "8")  # fmt: skip
     needed = set()
     for recipe in recipes.values():
         for ds in recipe["datasets"].values():
@@ -195,7 +203,8 @@ SECTIONS = (
     (
         "synth_visdial",
         "VisDial val: R@1, R@5, MRR, NDCG overall and R@1 per question type",
-        (("R@1", ("r@1",)), ("R@5", ("r@5",)), ("MRR", ("mrr",)), ("NDCG", ("ndcg",))),
+        (("R@1", ("overall", "r@1")), ("R@5", ("overall", "r@5")), ("MRR", ("overall", "mrr")),
+         ("NDCG", ("overall", "ndcg"))),
         ("R@1", "r@1"),
     ),
 )  # fmt: skip

@@ -108,7 +108,21 @@ MODEL_KEYS = {
     "projector",
     "max_option_tokens",
 }
-LM_KEYS = {"source", "arch", "path", "d_model", "n_layers", "n_heads", "d_ff", "dropout"}
+LM_KEYS = {
+    "source",
+    "arch",
+    "path",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "d_ff",
+    "dropout",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "dtype",
+}
 OPTIM_KEYS = {"lr", "batch_size", "warmup_steps", "schedule", "weight_decay", "grad_clip"}
 
 

@@ -115,3 +115,38 @@ def test_smollm2_gguf_trains_one_step_and_generates(toy, tmp_path):
     assert trained.tokenizer.encode("what colour is it ?") != []
     payload = json.loads(predict(run, "test", batch_size=8).read_text())
     assert all(isinstance(d["dialog"][-1]["answer"], str) for d in payload["dialogs"])
+
+
+def test_lora_trains_only_adapters_and_export_merges_them(folders, toy, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    stages = [{"name": "lora", "steps": 3, "trainable": ["*lora_*"]}]
+    config = toy_config(
+        toy,
+        stages=stages,
+        source="hf",
+        path=str(folders["gpt2"]),
+        lora_r=4,
+        lr=1e-2,
+        lora_dropout=0.0,
+    )
+    run = tmp_path / "run"
+    fit(config, run, progress=False)
+    trained = load_trained(run)
+    stages_json = json.loads((run / "stages.json").read_text())["lora"]
+    lora = {n: p for n, p in trained.model.named_parameters() if "lora_" in n}
+    assert lora and stages_json["trained_params"] == sum(p.numel() for p in lora.values())
+    # lora_B starts at zero: a non-zero one was trained
+    assert any(float(p.detach().abs().max()) > 0 for n, p in lora.items() if "lora_B" in n)
+    original = load_file(folders["gpt2"] / "model.safetensors")
+    base = trained.model.lm.get_base_model()
+    frozen = base.transformer.h[0].attn.c_attn.base_layer.weight
+    assert torch.equal(frozen, original["transformer.h.0.attn.c_attn.weight"])
+    result = CliRunner().invoke(app, ["export", str(run), "--hf", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    ids = torch.tensor([trained.tokenizer.encode("what colour is it ?")])
+    with torch.no_grad():
+        unmerged = trained.model.lm(input_ids=ids).logits
+        assert torch.allclose(merged(ids).logits, unmerged, atol=1e-5)

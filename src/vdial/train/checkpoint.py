@@ -27,6 +27,7 @@ import torch
 
 LATEST = "latest.json"
 WEIGHTS = "model.safetensors"
+OPTIMIZER_DIR = "optimizer"  # FSDP runs: the optimizer's shards (torch.distributed.checkpoint)
 
 
 def checkpoint_name(step: int) -> str:
@@ -52,14 +53,50 @@ def _unique_tensors(
 
 def save_weights(model: torch.nn.Module, path: Path, keep: set[str] | None = None) -> None:
     """The model's state (all of it, or the names in `keep` plus every buffer) as safetensors."""
+    save_state(model.state_dict(), model, path, keep)
+
+
+def save_state(
+    state: dict[str, torch.Tensor], model: torch.nn.Module, path: Path, keep: set[str] | None
+) -> None:
+    """`state` (the model's, possibly gathered from shards) as safetensors; see save_weights."""
     from safetensors.torch import save_file
 
     buffers = {n for n, _ in model.named_buffers()}
-    state = {
-        k: v for k, v in model.state_dict().items() if keep is None or k in keep or k in buffers
-    }
+    state = {k: v for k, v in state.items() if keep is None or k in keep or k in buffers}
     tensors, aliases = _unique_tensors(state)
     save_file(tensors, str(path), metadata={"aliases": json.dumps(aliases), "format": "pt"})
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """An FSDP-sharded model's whole state on rank 0's CPU (None elsewhere); a collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    return state if torch.distributed.get_rank() == 0 else None
+
+
+def save_sharded_optimizer(model: torch.nn.Module, optimizer, directory: Path) -> None:
+    """The optimizer state as each rank's shards (torch.distributed.checkpoint), keyed by
+    parameter name, so that another number of ranks can load it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=directory)
+
+
+def load_sharded_optimizer(model: torch.nn.Module, optimizer, directory: Path) -> None:
+    """Load `save_sharded_optimizer`'s state, resharded to this run's ranks (or one process)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    state = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # initialises Adam's
+    dcp.load(state, checkpoint_id=directory)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"])
 
 
 def load_weights(model: torch.nn.Module, path: Path, *, partial: bool = False) -> list[str]:

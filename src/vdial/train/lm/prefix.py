@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vdial.train.lm import backbone
 from vdial.train.objectives import LossTerm, token_cross_entropy
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]  # token ids [rows, L] -> embeddings
@@ -33,7 +34,7 @@ def causal_loss(
     `labels` [B, S] are aligned with `embeds` [B, S, d]: the token at position t is predicted
     from the hidden state at t - 1; -100 marks positions without a target.
     """
-    hidden = lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    hidden = backbone(lm)(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
     targets = labels[:, 1:]
     where = targets != -100
     logits = lm.get_output_embeddings()(hidden[:, :-1][where])
@@ -65,7 +66,7 @@ def causal_next_logits(
         text_mask = (torch.arange(span, device=seq.device)[None] < lengths[:, None]).long()
         mask = torch.cat([_rows(prefix_mask, rows).long(), text_mask], dim=1)
         embeds = torch.cat([_rows(prefix, rows), embed(seq)], dim=1)
-        hidden = lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        hidden = backbone(lm)(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         last = hidden[torch.arange(rows, device=seq.device), width + lengths - 1]
         return lm.get_output_embeddings()(last)
 

@@ -118,6 +118,14 @@ class DialogModel(nn.Module, ABC):
         None; by default the `lm` attribute."""
         return getattr(self, "lm", None)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """Modules FSDP2 shards as units of their own (gathered only for their forward): by
+        default the blocks each Hugging Face model inside names in `_no_split_modules`."""
+        names = set()
+        for module in self.modules():
+            names.update(getattr(module, "_no_split_modules", None) or ())
+        return [m for m in self.modules() if type(m).__name__ in names]
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward (the trainer's `grad_checkpointing`): by default
         through the switch of every Hugging Face model inside; families with blocks of their

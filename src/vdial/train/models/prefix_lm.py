@@ -25,7 +25,13 @@ from torch import nn
 
 from vdial.train.features import InputSpec
 from vdial.train.generate import Decoding, Hypothesis, decode
-from vdial.train.lm import LMConfig, is_encoder_decoder, lm_is_encoder_decoder, load_language_model
+from vdial.train.lm import (
+    LMConfig,
+    backbone,
+    is_encoder_decoder,
+    lm_is_encoder_decoder,
+    load_language_model,
+)
 from vdial.train.lm.prefix import (
     causal_loss,
     causal_next_logits,
@@ -269,7 +275,7 @@ class PrefixLM(DialogModel):
                 inputs_embeds=embeds, attention_mask=mask
             ).last_hidden_state
         else:
-            hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            hidden = backbone(self.lm)(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         return self._option_scores(batch, hidden)
 
     @torch.no_grad()
