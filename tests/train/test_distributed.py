@@ -33,7 +33,8 @@ def _fit(recipe, out, nproc: int = 1, **popen):
     command += ["--out", str(out), "--no-progress"]
     if popen:
         return subprocess.Popen(command, env=ENV, **popen)
-    subprocess.run(command, env=ENV, check=True, capture_output=True)
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _scalars(run, tag) -> np.ndarray:
@@ -138,3 +139,49 @@ def test_accumulation_equals_the_full_batch(toy, tmp_path):
     for tag in ("train/loss", "train/grad_norm"):
         a, b = _scalars(tmp_path / "full", tag), _scalars(tmp_path / "acc", tag)
         assert np.allclose(a, b, rtol=0, atol=1e-5), tag
+
+
+GATHER_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from vdial.train.objectives import symmetric_info_nce
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+gen = torch.Generator().manual_seed(0)
+a, b = torch.randn(8, 5, generator=gen), torch.randn(8, 5, generator=gen)
+mine_a = a[rank * 4:(rank + 1) * 4].clone().requires_grad_()
+mine_b = b[rank * 4:(rank + 1) * 4].clone().requires_grad_()
+loss = symmetric_info_nce(mine_a, mine_b, 0.1, label_smoothing=0.1)
+loss.total.backward()
+total = loss.total.detach().clone()
+dist.all_reduce(total)
+grads = [torch.zeros(8, 5), torch.zeros(8, 5)]
+grads[0][rank * 4:(rank + 1) * 4] = mine_a.grad
+grads[1][rank * 4:(rank + 1) * 4] = mine_b.grad
+for g in grads:
+    dist.all_reduce(g)
+if rank == 0:
+    torch.save({"total": total, "grads": grads}, sys.argv[1])
+dist.destroy_process_group()
+"""
+
+
+def test_info_nce_gathers_negatives_and_gradients_across_ranks(tmp_path):
+    """Two ranks of 4 pairs each: the summed loss and every gradient equal one process
+    holding all 8 pairs (negatives come from both ranks; gradients flow back to their owner)."""
+    from vdial.train.objectives import symmetric_info_nce
+
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=2", str(script), str(tmp_path / "out.pt")]  # fmt: skip
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt")
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 5, generator=gen).requires_grad_()
+    b = torch.randn(8, 5, generator=gen).requires_grad_()
+    loss = symmetric_info_nce(a, b, 0.1, label_smoothing=0.1)
+    loss.total.backward()
+    assert torch.allclose(got["total"], loss.total.detach(), atol=1e-5)
+    assert torch.allclose(got["grads"][0], a.grad, atol=1e-6)
+    assert torch.allclose(got["grads"][1], b.grad, atol=1e-6)

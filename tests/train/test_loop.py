@@ -225,3 +225,36 @@ def test_three_stages_freeze_and_carry_over_exactly(toy, tmp_path):
     a, b = final_weights(staged, "all"), final_weights(straight, "all")
     for name, value in b.items():
         assert torch.equal(a[name], value), name
+
+
+def test_precision_and_gradient_checkpointing_switches(toy, tmp_path):
+    """Gradient checkpointing recomputes the same activations (same losses); bf16 and fp16
+    autocast (fp16 with a GradScaler) train to finite losses close to float32's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def losses(run):
+        events = EventAccumulator(str(run / "tb"))
+        events.Reload()
+        return [e.value for e in events.Scalars("train/loss")]
+
+    runs = {}
+    for name, keys in {
+        "fp32": {},
+        "checkpointed": {"grad_checkpointing": True},
+        "bf16": {"precision": "bf16"},
+        "fp16": {"precision": "fp16"},
+    }.items():
+        fit(toy_config(toy, steps=6, log_every=2, **keys), tmp_path / name, progress=False)
+        runs[name] = losses(tmp_path / name)
+    assert runs["checkpointed"] == pytest.approx(runs["fp32"], abs=1e-6)
+    from .test_generate import tiny_model
+
+    model = tiny_model()
+    assert not model.lm.transformer.gradient_checkpointing
+    model.enable_gradient_checkpointing()
+    assert model.lm.transformer.gradient_checkpointing  # the switch reaches GPT-2's blocks
+    for name in ("bf16", "fp16"):
+        assert runs[name] == pytest.approx(runs["fp32"], rel=0.05), name
+    state = torch.load(tmp_path / "fp16" / "checkpoints" / "train" / "step-000006" / "state.pt",
+                       weights_only=False)  # fmt: skip
+    assert state["scaler"]["scale"] > 0  # the GradScaler's state is saved with the step

@@ -130,11 +130,15 @@ class DialogModel(nn.Module, ABC):
         """Recompute activations in backward (the trainer's `grad_checkpointing`): by default
         through the switch of every Hugging Face model inside; families with blocks of their
         own override this."""
-        for module in self.modules():
-            if getattr(module, "supports_gradient_checkpointing", False) and module is not self:
-                module.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
+        pending = list(self.children())
+        while pending:  # the outermost Hugging Face models only (their switch covers the rest)
+            module = pending.pop()
+            if not getattr(module, "supports_gradient_checkpointing", False):
+                pending += list(module.children())
+            elif hasattr(module, "activation_checkpointing_enable"):  # transformers >= 5.x
+                module.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                module.gradient_checkpointing_enable({"use_reentrant": False})
 
 
 def pad_stack(
