@@ -161,6 +161,7 @@ for g in grads:
     dist.all_reduce(g)
 if rank == 0:
     torch.save({"total": total, "grads": grads}, sys.argv[1])
+dist.barrier()  # neither rank leaves while the other still talks to it (gloo aborts then)
 dist.destroy_process_group()
 """
 

@@ -75,4 +75,5 @@ class Dist:
 
     def close(self) -> None:
         if self.initialized and dist.is_initialized():
+            dist.barrier()  # gloo aborts a rank whose peer leaves while it still talks to it
             dist.destroy_process_group()
