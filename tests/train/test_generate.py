@@ -300,3 +300,12 @@ def test_decoding_is_validated():
         Decoding(max_length=0)
     assert Decoding().resolved(12).max_length == 12
     assert Decoding(beam_size=3).to_dict()["search"] == "beam"
+
+
+def test_a_model_without_an_option_head_says_so():
+    from vdial.train.models.base import Unsupported
+
+    model = tiny_model()
+    visual, ids, lengths = batch(2)
+    with pytest.raises(Unsupported, match="no option head"):
+        model.score_options(as_batch(visual, ids, lengths))

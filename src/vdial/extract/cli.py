@@ -97,13 +97,7 @@ def extract(
     from vdial.extract.runner import ExtractConfig, run_extraction
     from vdial.manifests import Manifest
 
-    if manifest is None or store is None:
-        if dataset is None:
-            raise typer.BadParameter("give --dataset, or both --manifest and --store")
-        manifest = manifest or Path("manifests") / dataset
-        store = store or Path("cache") / dataset
-    if dtype not in ("float16", "float32"):
-        raise typer.BadParameter(f"--dtype must be float16 or float32, got {dtype!r}")
+    manifest, store = _locations(dataset, manifest, store, dtype)
     if precision not in ("fp32", "fp16", "bf16"):
         raise typer.BadParameter(f"--precision must be fp32, fp16 or bf16, got {precision!r}")
     if scheduler != "local" and not scheduler.startswith("tcp://"):
@@ -169,13 +163,7 @@ def extract_text(
     from vdial.extract.text import TextConfig, run_text_extraction
     from vdial.manifests import Manifest
 
-    if manifest is None or store is None:
-        if dataset is None:
-            raise typer.BadParameter("give --dataset, or both --manifest and --store")
-        manifest = manifest or Path("manifests") / dataset
-        store = store or Path("cache") / dataset
-    if dtype not in ("float16", "float32"):
-        raise typer.BadParameter(f"--dtype must be float16 or float32, got {dtype!r}")
+    manifest, store = _locations(dataset, manifest, store, dtype)
     config = TextConfig(
         encoder=encoder,
         weights=None if weights is None else str(weights),
@@ -291,3 +279,17 @@ def encoders(
         if options:
             for key, default in builder_options(name).items():
                 console.print(f"    --option {name}.{key}=...  (default {default!r})")
+
+
+def _locations(
+    dataset: str | None, manifest: Path | None, store: Path | None, dtype: str
+) -> tuple[Path, Path]:
+    """(manifest, store) from --dataset or both paths; --dtype checked on the way."""
+    if manifest is None or store is None:
+        if dataset is None:
+            raise typer.BadParameter("give --dataset, or both --manifest and --store")
+        manifest = manifest or Path("manifests") / dataset
+        store = store or Path("cache") / dataset
+    if dtype not in ("float16", "float32"):
+        raise typer.BadParameter(f"--dtype must be float16 or float32, got {dtype!r}")
+    return manifest, store

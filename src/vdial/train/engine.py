@@ -24,7 +24,13 @@ from vdial.train import checkpoint as ckpt
 from vdial.train.config import OptimConfig
 from vdial.train.data import ProcessedDataset, StagePlan, StageSampler
 from vdial.train.progress import TrainProgress
-from vdial.train.stages import apply_stage, count_parameters, param_groups, trainable_names
+from vdial.train.stages import (
+    apply_stage,
+    count_parameters,
+    param_groups,
+    set_modes,
+    trainable_names,
+)
 
 
 def lr_factor(optim: OptimConfig, steps: int):
@@ -342,8 +348,6 @@ class _Loop:
                     if real and name in terms:
                         sums[0, j] += terms[name].total.double()
                         sums[1, j] += terms[name].count.double()
-        from vdial.train.stages import set_modes
-
         set_modes(self.model)
         return self.weighted(e.dist.all_reduce(sums).cpu().numpy())
 

@@ -99,7 +99,7 @@ def run_predictions(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     dist = dist or Dist()
     everything = trained.data.part(dataset, split, "turn", mode="predict")
-    full = [s for s in _all_samples(trained, dataset, split)]
+    full = _all_samples(trained, dataset, split)
     family = MODELS.get(trained.config.family)
     processor = family.processor(trained.model.config, trained.tokenizer)
     data = ProcessedDataset([everything], processor)

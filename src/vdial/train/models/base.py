@@ -34,6 +34,11 @@ from vdial.train.samples import Sample
 from vdial.train.tokenizer import Tokenizer
 
 
+class Unsupported(TypeError):
+    """A family (or this configuration of it) has no such capability, e.g. it does not
+    generate answers or has no option head; the predictor checks before asking."""
+
+
 @dataclass
 class BuildContext:
     """What a family is built from besides its config."""
@@ -108,10 +113,10 @@ class DialogModel(nn.Module, ABC):
     def forward(self, batch: dict[str, Any], losses: Collection[str]) -> dict[str, LossTerm]: ...
 
     def search(self, batch: dict[str, Any], decoding: Any) -> list[Any]:
-        raise NotImplementedError(f"{type(self).__name__} does not generate answers")
+        raise Unsupported(f"{type(self).__name__} does not generate answers")
 
     def score_options(self, batch: dict[str, Any]) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} does not score answer options")
+        raise Unsupported(f"{type(self).__name__} does not score answer options")
 
     def language_model(self) -> Any:
         """The Hugging Face language model inside (what `vdial-train export --hf` writes), or

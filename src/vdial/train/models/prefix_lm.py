@@ -39,7 +39,14 @@ from vdial.train.lm.prefix import (
     seq2seq_loss,
     seq2seq_next_logits,
 )
-from vdial.train.models.base import BuildContext, DialogModel, Processor, pad_ids, pad_stack
+from vdial.train.models.base import (
+    BuildContext,
+    DialogModel,
+    Processor,
+    Unsupported,
+    pad_ids,
+    pad_stack,
+)
 from vdial.train.objectives import LossTerm, dense_relevance, options_cross_entropy
 from vdial.train.samples import Sample
 from vdial.train.tokenizer import Tokenizer
@@ -268,7 +275,7 @@ class PrefixLM(DialogModel):
 
     def score_options(self, batch: dict[str, Any]) -> torch.Tensor:
         if not self.config.discriminative:
-            raise NotImplementedError("this prefix-lm has no option head (discriminative: false)")
+            raise Unsupported("this prefix-lm has no option head (discriminative: false)")
         embeds, mask = self._encoded(batch)
         if self.encoder_decoder:
             hidden = self.lm.get_encoder()(
